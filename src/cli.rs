@@ -1,0 +1,275 @@
+//! The command line (DESIGN §3): parsing, then one function per command.
+//! `main` calls [`main`], which prints an error once, with its cause chain,
+//! and maps it to the documented exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigError, Notes};
+use crate::discover::{self, PhpFpmBinary, SearchEnv};
+use crate::exit;
+use crate::render::{self, Identity};
+use crate::upstream::InternalPaths;
+
+/// Runs php-fpm behind one FastCGI endpoint.
+#[derive(Debug, Parser)]
+#[command(name = "tqsup", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file (.yaml, .yml or .toml); default: $TQSUP_CONFIG, ./tqsup.yaml,
+    /// ./tqsup.yml, ./tqsup.toml, /etc/tqsup/tqsup.yaml.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render, validate, launch and supervise php-fpm and serve the forward listener.
+    Run {
+        /// Dev mode: kept config dir, file watcher, hooks, debug logs.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Render into the dev config dir and print the exact php-fpm command line.
+    PrintCmd {
+        /// Also say which binary was chosen and why, its version, and each file written.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Write php-fpm.conf and pool.d/<pool>.conf to DIR, or print them.
+    Render {
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Validate the config and run `php-fpm -t` on the rendered files.
+    Check,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("tqsup: error: {err:#}");
+            ExitCode::from(exit::code_for(&err))
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Run { dev } => crate::app::run(crate::app::RunArgs {
+            config: cli.config,
+            dev,
+            verbose: cli.verbose,
+        }),
+        Command::PrintCmd { explain } => print_cmd(cli.config.as_deref(), explain),
+        Command::Render { out } => render_cmd(cli.config.as_deref(), out),
+        Command::Check => check(cli.config.as_deref()),
+    }
+}
+
+/// Loads the config the way every command does: `-c`, else discovery; with
+/// nothing found, dev mode uses the embedded default and the others fail.
+pub fn load_config(
+    explicit: Option<&Path>,
+    allow_default: bool,
+) -> anyhow::Result<(Config, Notes)> {
+    match config::find(explicit)? {
+        Some(path) => Ok(config::load(&path)?),
+        None if allow_default => {
+            let cwd = std::env::current_dir().context("reading the current directory")?;
+            Ok((config::embedded_default(&cwd)?, Notes::default()))
+        }
+        None => Err(ConfigError::NotFound {
+            tried: config::discovery_candidates(std::env::var("TQSUP_CONFIG").ok().as_deref()),
+        }
+        .into()),
+    }
+}
+
+/// The php-fpm binary for a config.
+pub fn find_binary(config: &Config) -> Result<PhpFpmBinary, discover::NotFound> {
+    discover::discover(config.php_fpm.binary.as_deref(), &SearchEnv::from_process())
+}
+
+/// A stable token for files rendered to be kept or compared (`render`,
+/// `print-cmd`): the same config renders the same bytes. `run` uses a random
+/// token at each start instead.
+fn stable_paths(config: &Config, dir: &Path) -> InternalPaths {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    format!("{:?}{:?}", config.php_fpm, config.supervisor).hash(&mut h);
+    dir.hash(&mut h);
+    let a = h.finish();
+    a.rotate_left(17).hash(&mut h);
+    let token = (u128::from(a) << 64) | u128::from(h.finish());
+    InternalPaths::from_token(token)
+}
+
+/// Creates `dir` (and parents) with mode 0700, or tightens it to 0700.
+pub fn private_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+    let abs = std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    Ok(config::normalize(&abs))
+}
+
+fn print_cmd(explicit: Option<&Path>, explain: bool) -> anyhow::Result<u8> {
+    let (config, notes) = load_config(explicit, true)?;
+    let binary = find_binary(&config)?;
+    // What `run` would do: dev mode only when the config enables it
+    // (`run --dev` prints its command itself at start).
+    let dev = config.dev.enabled;
+    let identity = render::resolve_identity(&config, dev);
+    let dir = private_dir(&config.dev.config_dir)?;
+    let files = render::render(&config, &stable_paths(&config, &dir), &identity, &dir, dev)?;
+    let written = files.write()?;
+    let command = render::php_fpm_command(&binary.path, &config, &identity, &files.main_path());
+    println!("{}", render::shell_line(&command));
+    if explain {
+        explain_lines(&config, &notes, &binary, &identity, &written);
+    }
+    Ok(exit::OK)
+}
+
+fn explain_lines(
+    config: &Config,
+    notes: &Notes,
+    binary: &PhpFpmBinary,
+    identity: &Identity,
+    written: &[PathBuf],
+) {
+    match &config.source {
+        Some(p) => println!(
+            "# config: {}{}",
+            p.display(),
+            if notes.legacy {
+                " (legacy TQServer worker.yaml)"
+            } else {
+                ""
+            }
+        ),
+        None => println!("# config: built-in default (no config file found)"),
+    }
+    println!(
+        "# php-fpm: {} (chosen because: {})",
+        binary.path.display(),
+        binary.reason
+    );
+    match discover::version(&binary.path) {
+        Some(v) => println!("# version: {v}"),
+        None => println!("# version: unknown (`{} -v` failed)", binary.path.display()),
+    }
+    if let Some(note) = &identity.note {
+        println!("# pool user: {note}");
+    }
+    for p in written {
+        println!("# wrote: {}", p.display());
+    }
+}
+
+fn render_cmd(explicit: Option<&Path>, out: Option<PathBuf>) -> anyhow::Result<u8> {
+    let (config, _) = load_config(explicit, true)?;
+    let identity = render::resolve_identity(&config, false);
+    match out {
+        Some(out) => {
+            let dir = private_dir(&out)?;
+            let files = render::render(
+                &config,
+                &stable_paths(&config, &dir),
+                &identity,
+                &dir,
+                false,
+            )?;
+            for p in files.write()? {
+                println!("{}", p.display());
+            }
+        }
+        None => {
+            let dir = config::normalize(&config.dev.config_dir);
+            let files = render::render(
+                &config,
+                &stable_paths(&config, &dir),
+                &identity,
+                &dir,
+                false,
+            )?;
+            println!("; ==> {} <==", files.main_path().display());
+            print!("{}", files.main);
+            println!("; ==> {} <==", dir.join(&files.pool_file).display());
+            print!("{}", files.pool);
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn check(explicit: Option<&Path>) -> anyhow::Result<u8> {
+    let (config, notes) = load_config(explicit, false)?;
+    if !config.php_fpm.enabled {
+        println!("config ok (php_fpm.enabled is false: nothing to test with php-fpm)");
+        return Ok(exit::OK);
+    }
+    let binary = find_binary(&config)?;
+    let identity = render::resolve_identity(&config, config.dev.enabled);
+    let tmp = tempfile::Builder::new()
+        .prefix("tqsup-check-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let dir = private_dir(tmp.path())?;
+    let files = render::render(
+        &config,
+        &InternalPaths::generate(),
+        &identity,
+        &dir,
+        config.dev.enabled,
+    )?;
+    files.write()?;
+    let command = render::php_fpm_command(&binary.path, &config, &identity, &files.main_path());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match rt.block_on(crate::phpfpm_test::test(&command, &files.main_path())) {
+        Ok(()) => {}
+        Err(crate::phpfpm_test::TestError::Rejected(r)) => return Err(r.into()),
+        Err(e) => return Err(e.into()),
+    }
+    let source = config
+        .source
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    println!(
+        "config ok: {source}{} (php-fpm -t passed with {})",
+        if notes.legacy {
+            " (legacy TQServer worker.yaml)"
+        } else {
+            ""
+        },
+        binary.path.display()
+    );
+    Ok(exit::OK)
+}

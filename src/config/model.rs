@@ -1,0 +1,221 @@
+//! The validated configuration: resolved types, defaults applied, paths made
+//! absolute. It can only be built by `validate::validate`, so holding a
+//! [`Config`] means every rule of DESIGN §4 holds.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a FastCGI or HTTP endpoint listens: `host:port` or a unix socket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `host:port`, as written (resolved when binding or connecting).
+    Tcp(String),
+    /// An absolute unix socket path.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(a) => f.write_str(a),
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Endpoint {
+    /// The form php-fpm's `listen =` directive takes.
+    pub fn php_fpm_listen(&self) -> String {
+        match self {
+            Endpoint::Tcp(a) => a.clone(),
+            Endpoint::Unix(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// php-fpm's process manager (`pm =`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    Static,
+    Dynamic,
+    Ondemand,
+}
+
+impl PoolKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolKind::Static => "static",
+            PoolKind::Dynamic => "dynamic",
+            PoolKind::Ondemand => "ondemand",
+        }
+    }
+}
+
+/// The php-fpm pool, in php-fpm's own terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    /// `[name]` of the pool section; `[A-Za-z0-9_.-]+`.
+    pub name: String,
+    pub kind: PoolKind,
+    pub max_children: u32,
+    /// Only meaningful for `dynamic`; validated to be consistent regardless.
+    pub start_servers: u32,
+    pub min_spare_servers: u32,
+    pub max_spare_servers: u32,
+    /// 0 = children are never recycled.
+    pub max_requests: u32,
+    /// `ondemand`: an idle child exits after this.
+    pub process_idle_timeout: Duration,
+    /// Zero = off.
+    pub request_terminate_timeout: Duration,
+}
+
+/// A php.ini value and whether php-fpm wants it as `php_admin_flag`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhpSetting {
+    pub value: String,
+    /// on/off/true/false values go to `php_admin_flag[...]`.
+    pub flag: bool,
+}
+
+/// Everything about the php-fpm that tqsup runs (or forwards to).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhpFpm {
+    /// false: launch nothing, forward to a php-fpm run elsewhere at `listen`.
+    pub enabled: bool,
+    /// None = discovery (`discover.rs`).
+    pub binary: Option<String>,
+    /// Passed as `-c FILE`.
+    pub php_ini: Option<PathBuf>,
+    /// None = a unix socket inside the runtime dir.
+    pub listen: Option<Endpoint>,
+    /// The forwarder's persistent connections (≤ `pool.max_children`).
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    /// Absolute; exists and is a directory.
+    pub document_root: PathBuf,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub settings: BTreeMap<String, PhpSetting>,
+    /// `env[K] = V`, tqsup's own `PHP_*` variables included (config wins).
+    pub env: BTreeMap<String, String>,
+    pub pool: Pool,
+}
+
+/// The forwarder's circuit breaker and probe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+    pub open: Duration,
+}
+
+/// The built-in FastCGI forwarding listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    pub enabled: bool,
+    pub listen: Endpoint,
+    /// Unix listener only.
+    pub socket_mode: u32,
+    pub max_connections: u32,
+    pub queue_timeout: Duration,
+    pub retry_idempotent: bool,
+    pub health: Health,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Supervisor {
+    pub restart: RestartPolicy,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub stable_after: Duration,
+    /// Within `restart_window`; 0 = unlimited.
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+    pub ready_timeout: Duration,
+    pub stop_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookAction {
+    Reload,
+    Restart,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hook {
+    pub name: String,
+    /// Run with `sh -c` in the project directory.
+    pub run: String,
+    /// Globs relative to the project directory.
+    pub paths: Vec<String>,
+    pub then: HookAction,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watch {
+    /// Absolute.
+    pub paths: Vec<PathBuf>,
+    /// Names or globs; a path with any matching component is ignored.
+    pub ignore: Vec<String>,
+    pub debounce: Duration,
+    /// Some: poll at this interval instead of native events.
+    pub poll_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dev {
+    pub enabled: bool,
+    /// Absolute; where dev mode and `print-cmd` render (kept).
+    pub config_dir: PathBuf,
+    pub http_listen: Option<String>,
+    pub watch: Watch,
+    pub hooks: Vec<Hook>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    pub listen: Option<Endpoint>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A tracing filter directive (`info`, `debug`, `tqsup=debug,php_fpm=info`).
+    pub level: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from; None for the embedded dev default.
+    pub source: Option<PathBuf>,
+    /// The directory relative paths were resolved against.
+    pub base_dir: PathBuf,
+    pub php_fpm: PhpFpm,
+    pub forward: Forward,
+    pub supervisor: Supervisor,
+    pub dev: Dev,
+    pub admin: Admin,
+    pub log: Log,
+}

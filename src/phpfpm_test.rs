@@ -1,0 +1,83 @@
+//! `php-fpm -t`: php-fpm's own check of a rendered file set, run before any
+//! config is applied (DESIGN §6, "Validate, then apply").
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::exit::Rejected;
+
+/// Runs `<command> -t` (the `run` command with `-t` appended) and returns
+/// php-fpm's complaint when it rejects the files.
+pub async fn test(command: &[OsString], main_conf: &Path) -> Result<(), TestError> {
+    let (program, args) = command
+        .split_first()
+        .expect("a php-fpm command has a program");
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .arg("-t")
+        .stdin(Stdio::null())
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .output()
+        .await
+        .map_err(|e| TestError::Spawn(program.to_string_lossy().into_owned(), e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Err(TestError::Rejected(Rejected {
+        conf: main_conf.to_path_buf(),
+        message: complaint(&text, out.status),
+    }))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    #[error("cannot run {0} -t: {1}")]
+    Spawn(String, #[source] std::io::Error),
+    #[error(transparent)]
+    Rejected(Rejected),
+}
+
+/// php-fpm's ERROR/ALERT lines with the timestamp cut, joined on one line.
+pub fn complaint(output: &str, status: std::process::ExitStatus) -> String {
+    let lines: Vec<&str> = output
+        .lines()
+        .map(strip_timestamp)
+        .filter(|l| {
+            l.starts_with("ERROR")
+                || l.starts_with("ALERT")
+                || l.starts_with("WARNING")
+                || l.contains("error")
+        })
+        .filter(|l| !l.contains("FPM initialization failed"))
+        .collect();
+    if lines.is_empty() {
+        let all: Vec<&str> = output
+            .lines()
+            .map(strip_timestamp)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if all.is_empty() {
+            return format!("php-fpm -t exited with {status}");
+        }
+        return all.join(" | ");
+    }
+    lines.join(" | ")
+}
+
+/// `[25-Nov-2026 20:49:17] ERROR: x` → `ERROR: x`.
+pub fn strip_timestamp(line: &str) -> &str {
+    let line = line.trim_end();
+    if line.starts_with('[')
+        && let Some(end) = line.find("] ")
+    {
+        return &line[end + 2..];
+    }
+    line
+}
