@@ -111,13 +111,12 @@ pub fn find_binary(config: &Config) -> Result<PhpFpmBinary, discover::NotFound> 
 }
 
 /// A stable token for files rendered to be kept or compared (`render`,
-/// `print-cmd`): the same config renders the same bytes. `run` uses a random
-/// token at each start instead.
-fn stable_paths(config: &Config, dir: &Path) -> InternalPaths {
+/// `print-cmd`): the same config renders the same bytes, whatever file format
+/// it was written in. `run` uses a random token at each start instead.
+fn stable_paths(config: &Config) -> InternalPaths {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();
     format!("{:?}{:?}", config.php_fpm, config.supervisor).hash(&mut h);
-    dir.hash(&mut h);
     let a = h.finish();
     a.rotate_left(17).hash(&mut h);
     let token = (u128::from(a) << 64) | u128::from(h.finish());
@@ -146,7 +145,7 @@ fn print_cmd(explicit: Option<&Path>, explain: bool) -> anyhow::Result<u8> {
     let dev = config.dev.enabled;
     let identity = render::resolve_identity(&config, dev);
     let dir = private_dir(&config.dev.config_dir)?;
-    let files = render::render(&config, &stable_paths(&config, &dir), &identity, &dir, dev)?;
+    let files = render::render(&config, &stable_paths(&config), &identity, &dir, dev)?;
     let written = files.write()?;
     let command = render::php_fpm_command(&binary.path, &config, &identity, &files.main_path());
     println!("{}", render::shell_line(&command));
@@ -200,7 +199,7 @@ fn render_cmd(explicit: Option<&Path>, out: Option<PathBuf>) -> anyhow::Result<u
             let dir = private_dir(&out)?;
             let files = render::render(
                 &config,
-                &stable_paths(&config, &dir),
+                &stable_paths(&config),
                 &identity,
                 &dir,
                 false,
@@ -213,7 +212,7 @@ fn render_cmd(explicit: Option<&Path>, out: Option<PathBuf>) -> anyhow::Result<u
             let dir = config::normalize(&config.dev.config_dir);
             let files = render::render(
                 &config,
-                &stable_paths(&config, &dir),
+                &stable_paths(&config),
                 &identity,
                 &dir,
                 false,

@@ -157,3 +157,6 @@ fn parse(text: &str, path: &Path) -> Result<Value, ConfigError> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+//! The foundation end to end with the real binary and real php-fpm: every
+//! shipped config loads and passes `php-fpm -t`, YAML and TOML render the
+//! same bytes, the legacy mapping, bad configs with their exit codes, and the
+//! `print-cmd` line starting a php-fpm that answers `cgi-fcgi`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tq(args: &[&str], cwd: &Path) -> Output {
+    run_with_timeout(tqsup().args(args).current_dir(cwd), T)
+}
+
+fn text(o: &Output) -> String {
+    format!("status: {}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn config_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            // Web-server snippets are not tqsup configs.
+            if p.file_name().is_some_and(|n| n != "webservers") {
+                config_files(&p, out);
+            }
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "toml")) {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_shipped_config_loads_and_passes_php_fpm_t() {
+    let mut files = Vec::new();
+    config_files(&repo().join("config"), &mut files);
+    assert!(files.len() >= 4, "{files:?}");
+    for f in files {
+        let o = tq(&["check", "-c", f.to_str().unwrap()], &repo());
+        assert_eq!(o.status.code(), Some(0), "{}: {}", f.display(), text(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("config ok"), "{}", text(&o));
+    }
+}
+
+#[test]
+fn yaml_and_toml_examples_render_byte_identical_files() {
+    let out = tempfile::tempdir().unwrap();
+    let render = |cfg: &str| {
+        let dir = out.path().join("r");
+        let o = tq(&["render", "-c", &format!("config/{cfg}"), "--out", dir.to_str().unwrap()], &repo());
+        assert!(o.status.success(), "{}", text(&o));
+        let main = std::fs::read(dir.join("php-fpm.conf")).unwrap();
+        let pool = std::fs::read(dir.join("pool.d/www.conf")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        (main, pool)
+    };
+    let yaml = render("tqsup.example.yaml");
+    let toml = render("tqsup.example.toml");
+    assert!(yaml == toml, "YAML and TOML rendered different files:\n{}\n---\n{}", String::from_utf8_lossy(&yaml.1), String::from_utf8_lossy(&toml.1));
+    // Printed to stdout, too.
+    let a = tq(&["render", "-c", "config/tqsup.example.yaml"], &repo());
+    let b = tq(&["render", "-c", "config/tqsup.example.toml"], &repo());
+    assert!(a.status.success() && a.stdout == b.stdout, "{}\n{}", text(&a), text(&b));
+}
+
+fn project_with(config: &str) -> Project {
+    let p = Project::new();
+    p.write("tqsup.yaml", config);
+    p
+}
+
+#[test]
+fn each_process_manager_passes_php_fpm_t_with_default_and_explicit_user() {
+    let pools = [
+        "type: static\n    max_children: 3",
+        "type: dynamic\n    max_children: 6\n    start_servers: 2\n    min_spare_servers: 1\n    max_spare_servers: 4",
+        "type: ondemand\n    max_children: 4\n    process_idle_timeout_ms: 2500",
+    ];
+    for pool in pools {
+        for user in ["", "  user: www-data\n  group: www-data\n"] {
+            let p = project_with(&format!("php_fpm:\n{user}  pool:\n    {pool}\n"));
+            let o = tq(&["check"], p.path());
+            assert_eq!(o.status.code(), Some(0), "{pool} {user}: {}", text(&o));
+            let r = tq(&["render"], p.path());
+            let rendered = String::from_utf8_lossy(&r.stdout).to_string();
+            let kind = pool.split_whitespace().nth(1).unwrap();
+            assert!(rendered.contains(&format!("pm = {kind}\n")), "{rendered}");
+            if nix::unistd::Uid::effective().is_root() {
+                // As root a pool needs a user: defaulted or explicit.
+                assert!(rendered.contains("user = \"www-data\""), "{rendered}");
+            }
+        }
+    }
+}
+
+#[test]
+fn legacy_worker_yaml_renders_the_tqserver_pool() {
+    let o = tq(&["render", "-c", "config/worker.yaml"], &repo());
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for line in [
+        "pm = dynamic\n",
+        "pm.max_children = 10\n",
+        "pm.start_servers = 3\n",
+        "pm.min_spare_servers = 2\n",
+        "pm.max_requests = 1000\n",
+        "request_terminate_timeout = 30s\n",
+        "php_admin_value[memory_limit] = \"128M\"\n",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn bad_configs_exit_78_naming_the_key() {
+    // (name, config, exit code, text that must appear in the one-line error)
+    let table: &[(&str, &str, i32, &[&str])] = &[
+        ("newline injection", "php_fpm:\n  env:\n    APP: \"x\\n[evil]\\nlisten = 0.0.0.0:9\"\n", 78, &["php_fpm.env.APP", "control character"]),
+        ("unknown key", "php_fpm:\n  pool:\n    max_chidren: 3\n", 78, &["php_fpm.pool.max_chidren", "did you mean `php_fpm.pool.max_children`"]),
+        ("wrong type", "php_fpm:\n  pool:\n    max_children: lots\n", 78, &["php_fpm.pool.max_children", "expected a whole number"]),
+        ("spare servers", "php_fpm:\n  pool:\n    type: dynamic\n    max_children: 4\n    min_spare_servers: 3\n    max_spare_servers: 2\n", 78, &["php_fpm.pool.min_spare_servers"]),
+        ("pool_size", "php_fpm:\n  pool_size: 8\n  pool:\n    max_children: 4\n", 78, &["php_fpm.pool_size", "max_children (4)"]),
+        ("document root", "php_fpm:\n  document_root: does-not-exist\n", 78, &["php_fpm.document_root", "does-not-exist"]),
+        ("two errors", "php_fpm:\n  pool:\n    max_children: 0\nforward:\n  listen: \"nowhere\"\n", 78, &["2 problems", "php_fpm.pool.max_children", "forward.listen"]),
+        ("yaml syntax", "php_fpm: [\n", 78, &["tqsup.yaml", "YAML syntax error"]),
+        ("binary missing", "php_fpm:\n  binary: /nonexistent/php-fpm\n", 69, &["php-fpm not found", "apt-get install php-fpm"]),
+    ];
+    for (name, config, code, needles) in table {
+        let p = project_with(config);
+        let o = tq(&["check"], p.path());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(*code), "{name}: {}", text(&o));
+        for n in *needles {
+            assert!(err.contains(n), "{name}: {n:?} not in {err}");
+        }
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: error must be one line: {err}");
+        assert!(err.contains("tqsup.yaml") || *code == 69, "{name}: file not named: {err}");
+    }
+}
+
+#[test]
+fn usage_errors_and_missing_files() {
+    let p = Project::new();
+    let o = tq(&["check", "--no-such-flag"], p.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = tq(&["check"], p.path());
+    assert_eq!(o.status.code(), Some(78), "no config at all: {}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no config file found"), "{}", text(&o));
+    let o = tq(&["check", "-c", "missing.yaml"], p.path());
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    let o = tq(&["--version"], p.path());
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("tqsup "), "{}", text(&o));
+}
+
+#[test]
+fn check_shows_php_fpm_complaint_for_unknown_user() {
+    let p = project_with("php_fpm:\n  user: tqsup-no-such-user\n");
+    let o = tq(&["check"], p.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    assert!(err.contains("php-fpm rejected") && err.contains("tqsup-no-such-user"), "{err}");
+}
+
+#[test]
+fn print_cmd_starts_a_php_fpm_that_answers_cgi_fcgi() {
+    let p = project_with("php_fpm:\n  pool:\n    type: static\n    max_children: 2\n");
+    let o = tq(&["print-cmd", "--explain"], p.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let line = stdout.lines().next().unwrap();
+    assert!(stdout.contains("# php-fpm: ") && stdout.contains("# version: PHP"), "{stdout}");
+    let argv = shlex::split(line).expect("shell-quoted");
+    assert!(argv[1..5] == ["-F", "-O", "-y", &p.join(".tqserver/phpfpm/php-fpm.conf").display().to_string()], "{argv:?}");
+
+    let dir = p.join(".tqserver/phpfpm");
+    assert_eq!(mode_of(&dir), 0o700);
+    assert_eq!(mode_of(&dir.join("php-fpm.conf")), 0o600);
+    assert_eq!(mode_of(&dir.join("pool.d/www.conf")), 0o600);
+
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    let fpm = Guard::spawn(&mut cmd, p.join("fpm.log"));
+    assert!(fpm.wait_log("ready to handle connections", T), "{}", fpm.log_text());
+    let sock = dir.join("php-fpm.sock");
+    let o = cgi_fcgi(sock.to_str().unwrap(), &p.join("public/index.php"), "/index.php", "");
+    let body = String::from_utf8_lossy(&o.stdout);
+    assert!(body.contains("hello from php"), "{}\nphp-fpm log:\n{}", text(&o), fpm.log_text());
+}
