@@ -197,26 +197,14 @@ fn render_cmd(explicit: Option<&Path>, out: Option<PathBuf>) -> anyhow::Result<u
     match out {
         Some(out) => {
             let dir = private_dir(&out)?;
-            let files = render::render(
-                &config,
-                &stable_paths(&config),
-                &identity,
-                &dir,
-                false,
-            )?;
+            let files = render::render(&config, &stable_paths(&config), &identity, &dir, false)?;
             for p in files.write()? {
                 println!("{}", p.display());
             }
         }
         None => {
             let dir = config::normalize(&config.dev.config_dir);
-            let files = render::render(
-                &config,
-                &stable_paths(&config),
-                &identity,
-                &dir,
-                false,
-            )?;
+            let files = render::render(&config, &stable_paths(&config), &identity, &dir, false)?;
             println!("; ==> {} <==", files.main_path().display());
             print!("{}", files.main);
             println!("; ==> {} <==", dir.join(&files.pool_file).display());

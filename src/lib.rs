@@ -11,6 +11,7 @@ pub mod control;
 pub mod discover;
 pub mod exit;
 pub mod logging;
+pub mod metrics;
 pub mod phpfpm_test;
 pub mod render;
 pub mod upstream;

@@ -22,7 +22,12 @@ fn tq(args: &[&str], cwd: &Path) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("status: {}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status: {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn config_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -33,7 +38,10 @@ fn config_files(dir: &Path, out: &mut Vec<PathBuf>) {
             if p.file_name().is_some_and(|n| n != "webservers") {
                 config_files(&p, out);
             }
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "toml")) {
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "toml")
+        ) {
             out.push(p);
         }
     }
@@ -47,7 +55,11 @@ fn every_shipped_config_loads_and_passes_php_fpm_t() {
     for f in files {
         let o = tq(&["check", "-c", f.to_str().unwrap()], &repo());
         assert_eq!(o.status.code(), Some(0), "{}: {}", f.display(), text(&o));
-        assert!(String::from_utf8_lossy(&o.stdout).contains("config ok"), "{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("config ok"),
+            "{}",
+            text(&o)
+        );
     }
 }
 
@@ -56,7 +68,16 @@ fn yaml_and_toml_examples_render_byte_identical_files() {
     let out = tempfile::tempdir().unwrap();
     let render = |cfg: &str| {
         let dir = out.path().join("r");
-        let o = tq(&["render", "-c", &format!("config/{cfg}"), "--out", dir.to_str().unwrap()], &repo());
+        let o = tq(
+            &[
+                "render",
+                "-c",
+                &format!("config/{cfg}"),
+                "--out",
+                dir.to_str().unwrap(),
+            ],
+            &repo(),
+        );
         assert!(o.status.success(), "{}", text(&o));
         let main = std::fs::read(dir.join("php-fpm.conf")).unwrap();
         let pool = std::fs::read(dir.join("pool.d/www.conf")).unwrap();
@@ -65,11 +86,21 @@ fn yaml_and_toml_examples_render_byte_identical_files() {
     };
     let yaml = render("tqsup.example.yaml");
     let toml = render("tqsup.example.toml");
-    assert!(yaml == toml, "YAML and TOML rendered different files:\n{}\n---\n{}", String::from_utf8_lossy(&yaml.1), String::from_utf8_lossy(&toml.1));
+    assert!(
+        yaml == toml,
+        "YAML and TOML rendered different files:\n{}\n---\n{}",
+        String::from_utf8_lossy(&yaml.1),
+        String::from_utf8_lossy(&toml.1)
+    );
     // Printed to stdout, too.
     let a = tq(&["render", "-c", "config/tqsup.example.yaml"], &repo());
     let b = tq(&["render", "-c", "config/tqsup.example.toml"], &repo());
-    assert!(a.status.success() && a.stdout == b.stdout, "{}\n{}", text(&a), text(&b));
+    assert!(
+        a.status.success() && a.stdout == b.stdout,
+        "{}\n{}",
+        text(&a),
+        text(&b)
+    );
 }
 
 fn project_with(config: &str) -> Project {
@@ -124,15 +155,63 @@ fn legacy_worker_yaml_renders_the_tqserver_pool() {
 fn bad_configs_exit_78_naming_the_key() {
     // (name, config, exit code, text that must appear in the one-line error)
     let table: &[(&str, &str, i32, &[&str])] = &[
-        ("newline injection", "php_fpm:\n  env:\n    APP: \"x\\n[evil]\\nlisten = 0.0.0.0:9\"\n", 78, &["php_fpm.env.APP", "control character"]),
-        ("unknown key", "php_fpm:\n  pool:\n    max_chidren: 3\n", 78, &["php_fpm.pool.max_chidren", "did you mean `php_fpm.pool.max_children`"]),
-        ("wrong type", "php_fpm:\n  pool:\n    max_children: lots\n", 78, &["php_fpm.pool.max_children", "expected a whole number"]),
-        ("spare servers", "php_fpm:\n  pool:\n    type: dynamic\n    max_children: 4\n    min_spare_servers: 3\n    max_spare_servers: 2\n", 78, &["php_fpm.pool.min_spare_servers"]),
-        ("pool_size", "php_fpm:\n  pool_size: 8\n  pool:\n    max_children: 4\n", 78, &["php_fpm.pool_size", "max_children (4)"]),
-        ("document root", "php_fpm:\n  document_root: does-not-exist\n", 78, &["php_fpm.document_root", "does-not-exist"]),
-        ("two errors", "php_fpm:\n  pool:\n    max_children: 0\nforward:\n  listen: \"nowhere\"\n", 78, &["2 problems", "php_fpm.pool.max_children", "forward.listen"]),
-        ("yaml syntax", "php_fpm: [\n", 78, &["tqsup.yaml", "YAML syntax error"]),
-        ("binary missing", "php_fpm:\n  binary: /nonexistent/php-fpm\n", 69, &["php-fpm not found", "apt-get install php-fpm"]),
+        (
+            "newline injection",
+            "php_fpm:\n  env:\n    APP: \"x\\n[evil]\\nlisten = 0.0.0.0:9\"\n",
+            78,
+            &["php_fpm.env.APP", "control character"],
+        ),
+        (
+            "unknown key",
+            "php_fpm:\n  pool:\n    max_chidren: 3\n",
+            78,
+            &[
+                "php_fpm.pool.max_chidren",
+                "did you mean `php_fpm.pool.max_children`",
+            ],
+        ),
+        (
+            "wrong type",
+            "php_fpm:\n  pool:\n    max_children: lots\n",
+            78,
+            &["php_fpm.pool.max_children", "expected a whole number"],
+        ),
+        (
+            "spare servers",
+            "php_fpm:\n  pool:\n    type: dynamic\n    max_children: 4\n    min_spare_servers: 3\n    max_spare_servers: 2\n",
+            78,
+            &["php_fpm.pool.min_spare_servers"],
+        ),
+        (
+            "pool_size",
+            "php_fpm:\n  pool_size: 8\n  pool:\n    max_children: 4\n",
+            78,
+            &["php_fpm.pool_size", "max_children (4)"],
+        ),
+        (
+            "document root",
+            "php_fpm:\n  document_root: does-not-exist\n",
+            78,
+            &["php_fpm.document_root", "does-not-exist"],
+        ),
+        (
+            "two errors",
+            "php_fpm:\n  pool:\n    max_children: 0\nforward:\n  listen: \"nowhere\"\n",
+            78,
+            &["2 problems", "php_fpm.pool.max_children", "forward.listen"],
+        ),
+        (
+            "yaml syntax",
+            "php_fpm: [\n",
+            78,
+            &["tqsup.yaml", "YAML syntax error"],
+        ),
+        (
+            "binary missing",
+            "php_fpm:\n  binary: /nonexistent/php-fpm\n",
+            69,
+            &["php-fpm not found", "apt-get install php-fpm"],
+        ),
     ];
     for (name, config, code, needles) in table {
         let p = project_with(config);
@@ -142,8 +221,15 @@ fn bad_configs_exit_78_naming_the_key() {
         for n in *needles {
             assert!(err.contains(n), "{name}: {n:?} not in {err}");
         }
-        assert_eq!(err.trim_end().lines().count(), 1, "{name}: error must be one line: {err}");
-        assert!(err.contains("tqsup.yaml") || *code == 69, "{name}: file not named: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{name}: error must be one line: {err}"
+        );
+        assert!(
+            err.contains("tqsup.yaml") || *code == 69,
+            "{name}: file not named: {err}"
+        );
     }
 }
 
@@ -154,11 +240,19 @@ fn usage_errors_and_missing_files() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = tq(&["check"], p.path());
     assert_eq!(o.status.code(), Some(78), "no config at all: {}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no config file found"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no config file found"),
+        "{}",
+        text(&o)
+    );
     let o = tq(&["check", "-c", "missing.yaml"], p.path());
     assert_eq!(o.status.code(), Some(78), "{}", text(&o));
     let o = tq(&["--version"], p.path());
-    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("tqsup "), "{}", text(&o));
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("tqsup "),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -167,7 +261,10 @@ fn check_shows_php_fpm_complaint_for_unknown_user() {
     let o = tq(&["check"], p.path());
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(78), "{}", text(&o));
-    assert!(err.contains("php-fpm rejected") && err.contains("tqsup-no-such-user"), "{err}");
+    assert!(
+        err.contains("php-fpm rejected") && err.contains("tqsup-no-such-user"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -177,9 +274,23 @@ fn print_cmd_starts_a_php_fpm_that_answers_cgi_fcgi() {
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout).to_string();
     let line = stdout.lines().next().unwrap();
-    assert!(stdout.contains("# php-fpm: ") && stdout.contains("# version: PHP"), "{stdout}");
+    assert!(
+        stdout.contains("# php-fpm: ") && stdout.contains("# version: PHP"),
+        "{stdout}"
+    );
     let argv = shlex::split(line).expect("shell-quoted");
-    assert!(argv[1..5] == ["-F", "-O", "-y", &p.join(".tqserver/phpfpm/php-fpm.conf").display().to_string()], "{argv:?}");
+    assert!(
+        argv[1..5]
+            == [
+                "-F",
+                "-O",
+                "-y",
+                &p.join(".tqserver/phpfpm/php-fpm.conf")
+                    .display()
+                    .to_string()
+            ],
+        "{argv:?}"
+    );
 
     let dir = p.join(".tqserver/phpfpm");
     assert_eq!(mode_of(&dir), 0o700);
@@ -189,9 +300,23 @@ fn print_cmd_starts_a_php_fpm_that_answers_cgi_fcgi() {
     let mut cmd = std::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]);
     let fpm = Guard::spawn(&mut cmd, p.join("fpm.log"));
-    assert!(fpm.wait_log("ready to handle connections", T), "{}", fpm.log_text());
+    assert!(
+        fpm.wait_log("ready to handle connections", T),
+        "{}",
+        fpm.log_text()
+    );
     let sock = dir.join("php-fpm.sock");
-    let o = cgi_fcgi(sock.to_str().unwrap(), &p.join("public/index.php"), "/index.php", "");
+    let o = cgi_fcgi(
+        sock.to_str().unwrap(),
+        &p.join("public/index.php"),
+        "/index.php",
+        "",
+    );
     let body = String::from_utf8_lossy(&o.stdout);
-    assert!(body.contains("hello from php"), "{}\nphp-fpm log:\n{}", text(&o), fpm.log_text());
+    assert!(
+        body.contains("hello from php"),
+        "{}\nphp-fpm log:\n{}",
+        text(&o),
+        fpm.log_text()
+    );
 }

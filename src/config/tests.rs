@@ -7,7 +7,10 @@ use super::*;
 fn load_text(name: &str, text: &str, env: &[(&str, &str)]) -> Result<(Config, Notes), ConfigError> {
     let base = tempfile::tempdir().unwrap().keep();
     std::fs::create_dir_all(base.join("public")).unwrap();
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     from_str(text, &base.join(name), &base, &env)
 }
 
@@ -26,7 +29,16 @@ fn keys(ps: &[Problem]) -> Vec<&str> {
 fn empty_file_gives_documented_defaults() {
     let (c, _) = load_text("tqsup.yaml", "", &[]).unwrap();
     let p = &c.php_fpm.pool;
-    assert_eq!((p.kind, p.max_children, p.start_servers, p.min_spare_servers, p.max_spare_servers), (PoolKind::Dynamic, 5, 2, 1, 3));
+    assert_eq!(
+        (
+            p.kind,
+            p.max_children,
+            p.start_servers,
+            p.min_spare_servers,
+            p.max_spare_servers
+        ),
+        (PoolKind::Dynamic, 5, 2, 1, 3)
+    );
     assert_eq!(c.php_fpm.pool_size, 5);
     assert_eq!(c.forward.listen, Endpoint::Tcp("127.0.0.1:9000".into()));
     assert_eq!(c.forward.socket_mode, 0o660);
@@ -39,20 +51,38 @@ fn empty_file_gives_documented_defaults() {
 fn unknown_key_names_the_closest() {
     let ps = problems("t.yaml", "php_fpm:\n  pool:\n    max_chilren: 4\n");
     assert_eq!(keys(&ps), ["php_fpm.pool.max_chilren"]);
-    assert!(ps[0].fix.contains("php_fpm.pool.max_children"), "{:?}", ps[0]);
+    assert!(
+        ps[0].fix.contains("php_fpm.pool.max_children"),
+        "{:?}",
+        ps[0]
+    );
     let ps = problems("t.yaml", "forwrd: {}\n");
     assert!(ps[0].fix.contains("`forward`"), "{:?}", ps[0]);
 }
 
 #[test]
 fn every_problem_is_reported_at_once() {
-    let ps = problems("t.yaml", "php_fpm:\n  pool:\n    max_children: many\n  pool_size: 0\nsupervisor:\n  restart: sometimes\nlog:\n  format: xml\n");
-    assert_eq!(keys(&ps), ["php_fpm.pool.max_children", "php_fpm.pool_size", "supervisor.restart", "log.format"]);
+    let ps = problems(
+        "t.yaml",
+        "php_fpm:\n  pool:\n    max_children: many\n  pool_size: 0\nsupervisor:\n  restart: sometimes\nlog:\n  format: xml\n",
+    );
+    assert_eq!(
+        keys(&ps),
+        [
+            "php_fpm.pool.max_children",
+            "php_fpm.pool_size",
+            "supervisor.restart",
+            "log.format"
+        ]
+    );
 }
 
 #[test]
 fn control_characters_are_rejected_anywhere() {
-    let ps = problems("t.yaml", "php_fpm:\n  env:\n    A: \"x\\nlisten = 0.0.0.0:1\"\n  settings:\n    error_log: \"a\\u0000b\"\n");
+    let ps = problems(
+        "t.yaml",
+        "php_fpm:\n  env:\n    A: \"x\\nlisten = 0.0.0.0:1\"\n  settings:\n    error_log: \"a\\u0000b\"\n",
+    );
     assert_eq!(keys(&ps), ["php_fpm.env.A", "php_fpm.settings.error_log"]);
     let ps = problems("t.toml", "[php_fpm.pool]\nname = \"www]\\n[evil\"\n");
     assert!(keys(&ps).contains(&"php_fpm.pool.name"), "{ps:?}");
@@ -61,27 +91,50 @@ fn control_characters_are_rejected_anywhere() {
 #[test]
 fn dynamic_spare_rules_mirror_php_fpm() {
     let table: &[(&str, &str)] = &[
-        ("max_children: 4\n    max_spare_servers: 5", "php_fpm.pool.max_spare_servers"),
-        ("min_spare_servers: 3\n    max_spare_servers: 2", "php_fpm.pool.min_spare_servers"),
-        ("start_servers: 4\n    max_spare_servers: 3", "php_fpm.pool.start_servers"),
+        (
+            "max_children: 4\n    max_spare_servers: 5",
+            "php_fpm.pool.max_spare_servers",
+        ),
+        (
+            "min_spare_servers: 3\n    max_spare_servers: 2",
+            "php_fpm.pool.min_spare_servers",
+        ),
+        (
+            "start_servers: 4\n    max_spare_servers: 3",
+            "php_fpm.pool.start_servers",
+        ),
         ("min_spare_servers: 0", "php_fpm.pool.min_spare_servers"),
         ("max_children: 0", "php_fpm.pool.max_children"),
     ];
     for (pool, key) in table {
-        let ps = problems("t.yaml", &format!("php_fpm:\n  pool:\n    type: dynamic\n    {pool}\n"));
+        let ps = problems(
+            "t.yaml",
+            &format!("php_fpm:\n  pool:\n    type: dynamic\n    {pool}\n"),
+        );
         assert!(keys(&ps).contains(key), "{pool}: {ps:?}");
     }
     // Unset values are derived to fit the set ones.
     let (c, _) = load_text("t.yaml", "php_fpm:\n  pool:\n    max_children: 1\n", &[]).unwrap();
     let p = c.php_fpm.pool;
-    assert_eq!((p.min_spare_servers, p.start_servers, p.max_spare_servers), (1, 1, 1));
-    let (c, _) = load_text("t.yaml", "php_fpm:\n  pool:\n    max_children: 20\n    start_servers: 8\n", &[]).unwrap();
+    assert_eq!(
+        (p.min_spare_servers, p.start_servers, p.max_spare_servers),
+        (1, 1, 1)
+    );
+    let (c, _) = load_text(
+        "t.yaml",
+        "php_fpm:\n  pool:\n    max_children: 20\n    start_servers: 8\n",
+        &[],
+    )
+    .unwrap();
     assert_eq!(c.php_fpm.pool.max_spare_servers, 8);
 }
 
 #[test]
 fn pool_size_is_at_most_max_children() {
-    let ps = problems("t.yaml", "php_fpm:\n  pool_size: 9\n  pool:\n    max_children: 4\n");
+    let ps = problems(
+        "t.yaml",
+        "php_fpm:\n  pool_size: 9\n  pool:\n    max_children: 4\n",
+    );
     assert_eq!(keys(&ps), ["php_fpm.pool_size"]);
 }
 
@@ -96,13 +149,21 @@ fn yaml_and_toml_read_the_same() {
     let (y, _) = load_text("t.yaml", "php_fpm:\n  pool:\n    type: static\n    max_children: 3\nforward:\n  listen: /run/x.sock\n", &[]).unwrap();
     let (t, _) = load_text("t.toml", "[php_fpm.pool]\ntype = \"static\"\nmax_children = 3\n[forward]\nlisten = \"/run/x.sock\"\n", &[]).unwrap();
     assert_eq!(y.php_fpm.pool, t.php_fpm.pool);
-    assert_eq!(y.forward.listen, Endpoint::Unix(PathBuf::from("/run/x.sock")));
+    assert_eq!(
+        y.forward.listen,
+        Endpoint::Unix(PathBuf::from("/run/x.sock"))
+    );
     assert_eq!(y.forward.listen, t.forward.listen);
 }
 
 #[test]
 fn php_environment_is_added_and_config_wins() {
-    let (c, _) = load_text("t.yaml", "php_fpm:\n  env:\n    PHP_A: mine\n", &[("PHP_A", "env"), ("PHP_B", "b"), ("HOME", "/root")]).unwrap();
+    let (c, _) = load_text(
+        "t.yaml",
+        "php_fpm:\n  env:\n    PHP_A: mine\n",
+        &[("PHP_A", "env"), ("PHP_B", "b"), ("HOME", "/root")],
+    )
+    .unwrap();
     assert_eq!(c.php_fpm.env.get("PHP_A").map(String::as_str), Some("mine"));
     assert_eq!(c.php_fpm.env.get("PHP_B").map(String::as_str), Some("b"));
     assert!(!c.php_fpm.env.contains_key("HOME"));
@@ -115,8 +176,20 @@ fn legacy_worker_yaml_is_mapped() {
     assert!(notes.legacy);
     assert_eq!(notes.ignored, ["enabled", "logging", "path", "type"]);
     let p = &c.php_fpm.pool;
-    assert_eq!((p.kind, p.max_children, p.start_servers, p.min_spare_servers, p.max_requests), (PoolKind::Dynamic, 10, 3, 2, 1000));
-    assert_eq!(p.request_terminate_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(
+        (
+            p.kind,
+            p.max_children,
+            p.start_servers,
+            p.min_spare_servers,
+            p.max_requests
+        ),
+        (PoolKind::Dynamic, 10, 3, 2, 1000)
+    );
+    assert_eq!(
+        p.request_terminate_timeout,
+        std::time::Duration::from_secs(30)
+    );
     assert_eq!(p.process_idle_timeout, std::time::Duration::from_secs(10));
     // An unknown key inside php: is still an error, named by its legacy path.
     let ps = problems("worker.yaml", "php:\n  pool:\n    max_workrs: 3\n");
@@ -130,8 +203,14 @@ fn legacy_worker_yaml_is_mapped() {
 #[test]
 fn endpoints_parse() {
     let base = Path::new("/srv/app");
-    assert_eq!(parse_endpoint(base, "unix:run/fcgi.sock").unwrap(), Endpoint::Unix("/srv/app/run/fcgi.sock".into()));
-    assert_eq!(parse_endpoint(base, "[::1]:9000").unwrap(), Endpoint::Tcp("[::1]:9000".into()));
+    assert_eq!(
+        parse_endpoint(base, "unix:run/fcgi.sock").unwrap(),
+        Endpoint::Unix("/srv/app/run/fcgi.sock".into())
+    );
+    assert_eq!(
+        parse_endpoint(base, "[::1]:9000").unwrap(),
+        Endpoint::Tcp("[::1]:9000".into())
+    );
     assert!(parse_endpoint(base, "localhost:99999").is_err());
     assert!(parse_endpoint(base, "nonsense").is_err());
 }
