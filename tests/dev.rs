@@ -51,6 +51,11 @@ struct Site {
 
 impl Site {
     async fn start(hooks_yaml: &str) -> Site {
+        Self::start_with(hooks_yaml, "").await
+    }
+
+    /// `watch_yaml`: extra `dev.watch` keys, each line indented by 4.
+    async fn start_with(hooks_yaml: &str, watch_yaml: &str) -> Site {
         let project = Project::new();
         project.write("public/index.php", INDEX_PHP);
         project.write("public/style.css", "body { color: red }\n");
@@ -71,9 +76,15 @@ impl Site {
         project.write("src/keep.txt", "");
         std::fs::create_dir_all(project.join(".tqserver")).unwrap();
         let port = free_port();
-        project.write("tqsup.yaml", &config_yaml(port, 2, hooks_yaml));
+        project.write("tqsup.yaml", &config_yaml(port, 2, hooks_yaml, watch_yaml));
         let (config, _) = config::load(&project.join("tqsup.yaml")).expect("config loads");
+        Self::launch(project, config, port).await
+    }
 
+    /// Starts php-fpm for `config` (rendered by tqsup's renderer) and
+    /// `run_dev` with the front on `port`, sending PHP straight to php-fpm.
+    async fn launch(project: Project, mut config: config::Config, port: u16) -> Site {
+        config.dev.http_listen = Some(format!("127.0.0.1:{port}"));
         let rundir = tempfile::Builder::new()
             .prefix("tqsup-dev-run-")
             .tempdir()
@@ -100,8 +111,10 @@ impl Site {
         };
         wait_for(Duration::from_secs(10), || async { socket.exists() }).await;
 
+        // No forward listener on this branch: straight to php-fpm.
+        config.forward.enabled = false;
         let target = PhpTarget::for_config(&config, endpoint);
-        assert_eq!(target.endpoint, *endpoint, "forward is disabled in tests");
+        assert_eq!(target.endpoint, *endpoint);
         let (tx, control) = mpsc::channel(16);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run_dev(Arc::new(config), tx, target, shutdown.clone()));
@@ -161,11 +174,11 @@ impl Site {
     }
 }
 
-fn config_yaml(port: u16, max_children: u32, hooks_yaml: &str) -> String {
+fn config_yaml(port: u16, max_children: u32, hooks_yaml: &str, watch_yaml: &str) -> String {
     format!(
         "php_fpm:\n  document_root: public\n  pool:\n    type: static\n    max_children: {max_children}\n\
          forward:\n  enabled: false\n\
-         dev:\n  http_listen: 127.0.0.1:{port}\n  watch:\n    debounce_ms: 150\n  hooks:\n{hooks_yaml}"
+         dev:\n  http_listen: 127.0.0.1:{port}\n  watch:\n    debounce_ms: 150\n{watch_yaml}  hooks:\n{hooks_yaml}"
     )
 }
 
@@ -309,6 +322,8 @@ async fn with_timeout(f: impl std::future::Future<Output = ()>) {
         .expect("test exceeded its hard timeout");
 }
 
+#[path = "dev/demo.rs"]
+mod demo;
 #[path = "dev/http.rs"]
 mod http;
 #[path = "dev/watch.rs"]

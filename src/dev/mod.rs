@@ -162,14 +162,15 @@ pub async fn run_dev(
     let hook_set = HookSet::new(&config.base_dir, &dev.hooks).context("dev.hooks paths")?;
     let config_file = config.source.as_deref().map(absolute);
     let watcher = {
-        let (w, base, file, ig) = (
+        let (w, base, file, dir, ig) = (
             dev.watch.clone(),
             config.base_dir.clone(),
             config_file.clone(),
+            dev.config_dir.clone(),
             ignore.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            watch::FileWatcher::start(&w, &base, file.as_deref(), ig)
+            watch::FileWatcher::start(&w, &base, file.as_deref(), &dir, ig)
         })
         .await
         .context("starting the file watcher")??

@@ -32,6 +32,10 @@ pub struct FileWatcher {
     dirs: HashSet<PathBuf>,
     /// The tqsup config file, whose changes always count.
     config_file: Option<PathBuf>,
+    /// `dev.config_dir`: the supervisor renders there at each reload, so
+    /// its changes never count, whatever the ignore list says (else a hook
+    /// on `**` with `then: reload` would reload forever).
+    config_dir: PathBuf,
     /// Shared with the batch runner, which replaces it on a config change.
     ignore: Arc<RwLock<IgnoreSet>>,
 }
@@ -43,6 +47,7 @@ impl FileWatcher {
         watch: &Watch,
         base_dir: &Path,
         config_file: Option<&Path>,
+        config_dir: &Path,
         ignore: Arc<RwLock<IgnoreSet>>,
     ) -> anyhow::Result<(Self, RawEvents)> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -62,6 +67,7 @@ impl FileWatcher {
             roots: watch.paths.clone(),
             dirs: HashSet::new(),
             config_file: config_file.map(Path::to_path_buf),
+            config_dir: config_dir.to_path_buf(),
             ignore,
         };
         for root in &watch.paths {
@@ -87,6 +93,9 @@ impl FileWatcher {
     }
 
     fn is_ignored(&self, path: &Path) -> bool {
+        if path.starts_with(&self.config_dir) {
+            return true;
+        }
         let rel = relative(&self.base_dir, path)
             .or_else(|| self.roots.iter().find_map(|r| path.strip_prefix(r).ok()));
         let rel = rel.unwrap_or(path);

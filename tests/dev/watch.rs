@@ -177,3 +177,49 @@ async fn editing_the_config_file_asks_for_a_reload() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_mode_sees_changes_too() {
+    with_timeout(async {
+        let hooks = hook("count", "echo run >> .tqserver/count", "src/**", "none");
+        let site = Site::start_with(&hooks, "    poll_interval_ms: 100\n").await;
+        site.project.write("src/a.php", "<?php\n");
+        // One poll interval, the debounce, and a second.
+        let ran = eventually(Duration::from_millis(100 + 150 + 1000), || async {
+            site.count("count") == 1
+        })
+        .await;
+        assert!(ran, "hook did not run in polling mode");
+        site.project.write("src/new/dir/b.php", "<?php\n");
+        wait_for(Duration::from_secs(3), || async {
+            site.count("count") == 2
+        })
+        .await;
+        site.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rendered_config_dir_never_triggers_hooks() {
+    with_timeout(async {
+        // An ignore list without `.tqserver` and a hook on everything.
+        let hooks = hook("all", "mkdir -p out && echo run >> out/count", "**", "none");
+        let site = Site::start_with(&hooks, "    ignore: [\".git\", \"out\"]\n").await;
+        // What the supervisor does at each reload: rewrite dev.config_dir.
+        site.project
+            .write(".tqserver/phpfpm/pool.d/www.conf", "; rendered\n");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(site.count("../out/count"), 0);
+        // Anything else still runs the hook, once (out/ is ignored).
+        site.project.write("other.txt", "x");
+        wait_for(Duration::from_secs(3), || async {
+            site.count("../out/count") == 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(site.count("../out/count"), 1);
+        site.stop().await;
+    })
+    .await;
+}
