@@ -32,8 +32,7 @@ use crate::config::{Config, Endpoint, Hook};
 use crate::control::Control;
 use filter::{HookSet, IgnoreSet};
 
-pub use batch::{Batcher, schedule};
-pub use hooks::Outcome as HookOutcome;
+use batch::schedule;
 
 /// Where the dev HTTP front sends PHP requests, and the document root it
 /// serves and names in SCRIPT_FILENAME.
