@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod dev;
 pub mod discover;
 pub mod exit;
 pub mod logging;

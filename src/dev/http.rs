@@ -1,0 +1,144 @@
+//! The dev HTTP/1.1 front (`dev.http_listen`): static files from the
+//! document root, everything else to PHP over FastCGI (see `route`), so a
+//! developer needs no web server.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::route::{self, Route};
+use super::{php, static_files};
+use crate::config::Endpoint;
+
+/// Every response body: a file, PHP's output, or a short text.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// How long open connections get to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// A short plain-text response.
+pub fn text(status: StatusCode, body: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(
+            Full::new(Bytes::copy_from_slice(body.as_bytes()))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        )
+        .expect("valid response")
+}
+
+/// What the front needs to answer requests.
+#[derive(Debug, Clone)]
+pub struct Front {
+    /// The document root (absolute).
+    pub root: PathBuf,
+    /// Where PHP requests go (the forward listener, or php-fpm itself).
+    pub target: Endpoint,
+    pub connect_timeout: Duration,
+    /// Longest silence from php-fpm while a response is open.
+    pub read_timeout: Duration,
+}
+
+impl Front {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+        local: SocketAddr,
+    ) -> Response<Body> {
+        let started = std::time::Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let route = {
+            let root = self.root.clone();
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || route::route(&root, &p, route::fs_kind))
+                .await
+                .unwrap_or(Route::NotFound)
+        };
+        let resp = match route {
+            Route::Forbidden => text(StatusCode::FORBIDDEN, "forbidden\n"),
+            Route::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
+            Route::Static(file) => static_files::serve(&file, &method, req.headers()).await,
+            Route::Php(script) => php::respond(self, req, script, remote, local).await,
+        };
+        debug!(
+            %method,
+            path,
+            status = resp.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "dev http"
+        );
+        resp
+    }
+}
+
+/// Binds `listen` (host:port).
+pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
+    use anyhow::Context as _;
+    TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding dev.http_listen {listen}"))
+}
+
+/// Serves until `shutdown`, then lets open connections finish (bounded).
+pub async fn serve(listener: TcpListener, front: Arc<Front>, shutdown: CancellationToken) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(url = %format!("http://{addr}/"), root = %front.root.display(), "dev HTTP front listening");
+    }
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "dev http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let local = stream.local_addr().unwrap_or(remote);
+        let front = front.clone();
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            let svc = service_fn(move |req| {
+                let front = front.clone();
+                async move { Ok::<_, Infallible>(front.handle(req, remote, local).await) }
+            });
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = token.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                debug!(error = %e, "dev http connection ended with an error");
+            }
+        });
+    }
+    tracker.close();
+    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
+        warn!("dev http: connections still open after the drain; dropping them");
+    }
+}
