@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo build --release --locked
-echo "tqsup demo: open http://127.0.0.1:8000/  (FastCGI for web servers on 127.0.0.1:9000; Ctrl-C stops)" >&2
+echo "tqsup demo: open http://127.0.0.1:8000/  (FastCGI for web servers on 127.0.0.1:9001; Ctrl-C stops)" >&2
 exec target/release/tqsup run --dev -c config/dev.yaml

@@ -1,17 +1,18 @@
-//! The demo app (`config/demo/`, the README's run command) served through
-//! the dev front by a real php-fpm.
+//! The demo app (`config/dev.yaml` + `config/demo/`, the README's run
+//! command) served through the dev front by a real php-fpm.
 
 use super::*;
 
-/// Copies `config/demo` into a temp project (world-readable for the pool).
+/// Copies `config/dev.yaml` and `config/demo` into a temp project
+/// (world-readable for the pool).
 fn demo_project() -> Project {
     let project = Project::new();
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/demo");
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
     for rel in [
-        "tqsup.yaml",
-        "public/index.php",
-        "public/style.css",
-        "assets/app.css",
+        "dev.yaml",
+        "demo/public/index.php",
+        "demo/public/style.css",
+        "demo/assets/app.css",
     ] {
         let text = std::fs::read_to_string(src.join(rel)).unwrap();
         project.write(rel, &text);
@@ -24,7 +25,7 @@ async fn the_demo_app_is_served() {
     with_timeout(async {
         let project = demo_project();
         let (config, _) =
-            config::load(&project.join("tqsup.yaml")).expect("the demo config is valid");
+            config::load(&project.join("dev.yaml")).expect("the demo config is valid");
         assert_eq!(config.dev.http_listen.as_deref(), Some("127.0.0.1:8000"));
         assert!(config.forward.enabled);
         assert_ne!(
@@ -58,9 +59,9 @@ async fn the_demo_app_is_served() {
         assert_eq!(site.get("/nope").await.status, 404);
 
         // The demo's hook builds public/build/app.css; the page links it.
-        let css = std::fs::read_to_string(site.project.join("assets/app.css")).unwrap();
+        let css = std::fs::read_to_string(site.project.join("demo/assets/app.css")).unwrap();
         site.project
-            .write("assets/app.css", &(css + "\n.x { color: blue }\n"));
+            .write("demo/assets/app.css", &(css + "\n.x { color: blue }\n"));
         wait_for(Duration::from_secs(3), || async {
             site.get("/build/app.css")
                 .await
