@@ -395,3 +395,35 @@ fn php_fpm_exit_78_makes_tqsup_exit_78_without_retrying() {
         "runtime dir left after an error exit"
     );
 }
+
+#[test]
+fn a_listen_conflict_names_the_holder() {
+    let s = Setup::new("", "");
+    let conf = s.project.write(
+        "other-fpm.conf",
+        &format!(
+            "[global]\ndaemonize = no\nerror_log = /proc/self/fd/2\n[other]\nlisten = {}\nuser = www-data\npm = static\npm.max_children = 1\n",
+            s.sock().display()
+        ),
+    );
+    let other = Guard::spawn(
+        std::process::Command::new(common::php_fpm())
+            .args(["-F", "-O", "-y"])
+            .arg(&conf),
+        s.project.join("other.log"),
+    );
+    assert!(
+        other.wait_log("ready to handle connections", secs(10)),
+        "{}",
+        other.log_text()
+    );
+    s.write_config(2, "", ", backoff_initial_ms: 50, max_restarts: 1");
+    let mut g = s.start();
+    let status = g.wait(secs(20));
+    let log = g.log_text();
+    assert_eq!(status.code(), Some(1), "log:\n{log}");
+    assert!(
+        log.contains(&format!("held by pid {}", other.pid())),
+        "holder not named:\n{log}"
+    );
+}

@@ -196,9 +196,10 @@ pub fn classify(status: ExitStatus, recent: &[String], endpoint: &Endpoint) -> E
     }
     let text = recent.join("\n");
     let complaint = crate::phpfpm_test::complaint(&text, status);
+    let lower = text.to_ascii_lowercase();
     let conflict = status.code() == Some(70)
-        || text.contains("another FPM instance")
-        || text.contains("Address already in use");
+        || lower.contains("another fpm instance")
+        || lower.contains("address already in use");
     if conflict {
         let holder = match holder::find(endpoint) {
             Some((pid, name)) => format!("; held by pid {pid} ({name})"),
@@ -286,11 +287,10 @@ mod tests {
             classify(exit(78), &rejected, &ep),
             ExitKind::Config("ERROR: [pool www] cannot get uid for user 'nobody2'".into())
         );
-        let conflict = vec![
-            "[d] ERROR: An another FPM instance seems to already listen on /x.sock".to_string(),
-        ];
+        let conflict =
+            vec!["[d] ERROR: Another FPM instance seems to already listen on /x.sock".to_string()];
         assert!(
-            matches!(classify(exit(78), &conflict, &ep), ExitKind::Conflict(m) if m.contains("another FPM instance"))
+            matches!(classify(exit(78), &conflict, &ep), ExitKind::Conflict(m) if m.contains("Another FPM instance"))
         );
         assert!(matches!(
             classify(exit(70), &[], &ep),
