@@ -1,13 +1,23 @@
-//! `tqsup run`: everything wired together under one cancellation tree.
+//! `tqsup run`: everything wired together under one tokio runtime and one
+//! cancellation tree (a root `CancellationToken` and a `TaskTracker`; every
+//! subsystem gets a child token). The shutdown order of DESIGN §6 is
+//! written once, in [`shutdown`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Context as _;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::cli;
-use crate::exit;
-use crate::render;
-use crate::upstream::InternalPaths;
+use crate::config::Config;
+use crate::control::Control;
+use crate::exit::{self, Fatal};
+use crate::runtime_dir::RuntimeDir;
+use crate::signals::{Signal, Signals};
+use crate::supervisor::{self, Outcome, Setup, Supervisor, child, reload::Generation};
+use crate::upstream::{InternalPaths, PhpFpmState};
+use crate::{cli, render};
 
 /// What `tqsup run` was asked to do.
 #[derive(Debug, Clone)]
@@ -17,30 +27,237 @@ pub struct RunArgs {
     pub verbose: u8,
 }
 
-/// Foreground runner (to be replaced by the supervisor): render, test,
-/// launch php-fpm and wait for it.
+/// Runs until SIGTERM/SIGINT (exit 0) or until php-fpm cannot be kept up.
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let (config, _notes) = cli::load_config(args.config.as_deref(), args.dev)?;
-    crate::logging::init(config.log.format, &config.log.level);
-    let binary = cli::find_binary(&config)?;
+    // Re-executed as the guard of a php-fpm process group (supervisor::child).
+    if let Some(code) = child::guard_main_if_requested() {
+        return Ok(code);
+    }
+    let (config, notes) = cli::load_config(args.config.as_deref(), args.dev)?;
     let dev = args.dev || config.dev.enabled;
-    let identity = render::resolve_identity(&config, dev);
-    let tmp = tempfile::Builder::new()
-        .prefix("tqsup-")
-        .tempdir()
-        .context("creating the runtime directory")?;
-    let dir = cli::private_dir(tmp.path())?;
-    let files = render::render(&config, &InternalPaths::generate(), &identity, &dir, dev)?;
+    let level = match (args.verbose, dev) {
+        (0, false) => config.log.level.clone(),
+        (0 | 1, _) => "debug".to_string(),
+        _ => "trace".to_string(),
+    };
+    crate::logging::init(config.log.format, &level);
+    if notes.legacy {
+        tracing::info!(ignored = ?notes.ignored, "legacy TQServer worker.yaml mapped to tqsup's schema");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tqsup")
+        .build()?;
+    rt.block_on(run_async(config, dev))
+}
+
+async fn run_async(config: Config, dev: bool) -> anyhow::Result<u8> {
+    // Handlers first: a SIGTERM during startup is a stop, not a kill.
+    let mut signals = Signals::install()?;
+    let root = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (state_tx, state_rx) = watch::channel(PhpFpmState::Starting);
+    let (control_tx, control_rx) = mpsc::channel::<Control>(16);
+    let paths = InternalPaths::generate();
+    let stop_timeout = config.supervisor.stop_timeout;
+
+    // php-fpm: rendered, tested, then supervised; or forward-only mode.
+    let supervisor_token = root.child_token();
+    let (runtime, mut supervised) = if config.php_fpm.enabled {
+        let (runtime, setup) = prepare(&config, &paths, dev).await?;
+        let sup = Supervisor::new(
+            setup,
+            state_tx.clone(),
+            control_rx,
+            supervisor_token.clone(),
+        )?;
+        (Some(runtime), Some(tracker.spawn(sup.run())))
+    } else {
+        let endpoint = config
+            .php_fpm
+            .listen
+            .clone()
+            .ok_or_else(|| Fatal::new(exit::CONFIG, "php_fpm.enabled is false but php_fpm.listen is not set; fix: set php_fpm.listen to the address of the php-fpm to forward to"))?;
+        tracing::info!(%endpoint, "php_fpm.enabled is false: launching nothing, forwarding to php-fpm at php_fpm.listen");
+        state_tx.send_replace(PhpFpmState::Ready {
+            generation: 1,
+            endpoint,
+            pool_size: config.php_fpm.pool_size,
+        });
+        sd_ready_forward_only();
+        drop(control_rx);
+        (None, None)
+    };
+
+    // forwarder: start here with `root.child_token()` (its own token, so
+    // shutdown can stop accepting first), `state_rx.clone()`, `paths.clone()`
+    // and `control_tx.clone()`; put its tracker in `forwarder` below.
+    let forwarder: Option<(CancellationToken, TaskTracker)> = None;
+    // dev mode: when `dev`, start the watcher/hooks/dev HTTP here with
+    // `root.child_token()`, `state_rx.clone()`, `paths.clone()` and
+    // `control_tx.clone()` (Control::Reload = the SIGHUP path).
+    // admin: when `config.admin.listen` is set, start it here with
+    // `root.child_token()`, `state_rx.clone()` and `paths.clone()`.
+    let _ = (&state_rx, &paths);
+
+    let code = loop {
+        tokio::select! {
+            signal = signals.recv() => match signal {
+                Some(Signal::Terminate) | None => {
+                    tracing::info!("stopping (SIGTERM/SIGINT)");
+                    break None;
+                }
+                Some(Signal::Reload) => send(&control_tx, Control::Reload { reason: "SIGHUP".into() }),
+                Some(Signal::ReopenLogs) => send(&control_tx, Control::ReopenLogs),
+            },
+            outcome = async { supervised.as_mut().expect("guarded").await }, if supervised.is_some() => {
+                supervised = None;
+                break Some(finished(outcome));
+            }
+        }
+    };
+    shutdown(ShutdownParts {
+        root,
+        tracker,
+        forwarder,
+        supervisor_token,
+        supervised,
+        stop_timeout,
+        runtime,
+    })
+    .await;
+    drop(state_tx);
+    match code {
+        None | Some(Ok(exit::OK)) => Ok(exit::OK),
+        Some(Ok(other)) => Ok(other),
+        Some(Err(e)) => Err(e),
+    }
+}
+
+/// Renders into the runtime directory, tests with `php-fpm -t`, and builds
+/// the supervisor's setup. In dev mode the directory is `dev.config_dir`
+/// (kept) and the command is printed once, as `print-cmd` prints it.
+async fn prepare(
+    config: &Config,
+    paths: &InternalPaths,
+    dev: bool,
+) -> anyhow::Result<(RuntimeDir, Setup)> {
+    let binary = cli::find_binary(config)?;
+    let identity = render::resolve_identity(config, dev);
+    if let Some(note) = &identity.note {
+        tracing::info!("{note}");
+    }
+    let runtime = if dev {
+        RuntimeDir::kept(&config.dev.config_dir)?
+    } else {
+        RuntimeDir::create_temporary()?
+    };
+    let files = render::render(config, paths, &identity, runtime.path(), dev)?;
     files.write()?;
-    let command = render::php_fpm_command(&binary.path, &config, &identity, &files.main_path());
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async {
-        crate::phpfpm_test::test(&command, &files.main_path()).await?;
-        let status = tokio::process::Command::new(&command[0])
-            .args(&command[1..])
-            .status()
-            .await?;
-        anyhow::Ok(status)
-    })?;
-    Ok(exit::OK)
+    let command = render::php_fpm_command(&binary.path, config, &identity, &files.main_path());
+    if dev {
+        println!("{}", render::shell_line(&command));
+    }
+    tracing::debug!(command = %render::shell_line(&command), dir = %runtime.path().display(), "php-fpm command");
+    // Validate, then apply: a config php-fpm rejects is never started.
+    crate::phpfpm_test::test(&command, &files.main_path()).await?;
+    let setup = Setup {
+        dir: runtime.path().to_path_buf(),
+        generation: Generation {
+            config: config.clone(),
+            identity,
+            files,
+            command,
+        },
+        paths: paths.clone(),
+        dev,
+    };
+    Ok((runtime, setup))
+}
+
+/// What [`shutdown`] stops.
+struct ShutdownParts {
+    root: CancellationToken,
+    tracker: TaskTracker,
+    /// The forwarder's token and tracker, when it runs.
+    forwarder: Option<(CancellationToken, TaskTracker)>,
+    supervisor_token: CancellationToken,
+    /// The supervisor task, unless it already ended.
+    supervised: Option<tokio::task::JoinHandle<Outcome>>,
+    stop_timeout: Duration,
+    runtime: Option<RuntimeDir>,
+}
+
+/// The shutdown order (DESIGN §6), written once.
+async fn shutdown(p: ShutdownParts) {
+    supervisor::sd(&[sd_notify::NotifyState::Stopping]);
+    // 1. Stop accepting, then 2. drain in-flight requests with a deadline.
+    if let Some((token, forwarder)) = p.forwarder {
+        token.cancel();
+        forwarder.close();
+        if tokio::time::timeout(p.stop_timeout, forwarder.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?p.stop_timeout, "in-flight requests did not finish in time");
+        }
+    }
+    // 3–5. php-fpm: SIGQUIT, wait stop_timeout, SIGTERM, SIGKILL the group
+    // (supervisor::child::PhpFpm::stop).
+    p.supervisor_token.cancel();
+    if let Some(sup) = p.supervised {
+        let _ = sup.await;
+    }
+    // Everything else (dev mode, admin) ends with the root token.
+    p.root.cancel();
+    p.tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), p.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not end within 5 s of shutdown");
+    }
+    // 6. Remove the runtime directory (a kept dev directory stays).
+    if let Some(dir) = p.runtime {
+        let path = dir.path().to_path_buf();
+        if let Err(e) = dir.remove() {
+            tracing::warn!(dir = %path.display(), error = %e, "cannot remove the runtime directory");
+        }
+    }
+    tracing::info!("stopped");
+}
+
+/// The supervisor's own end: its code, or an error carrying it.
+fn finished(outcome: Result<Outcome, tokio::task::JoinError>) -> anyhow::Result<u8> {
+    match outcome {
+        Ok(Outcome {
+            code,
+            message: None,
+        }) => Ok(code),
+        Ok(Outcome {
+            code,
+            message: Some(m),
+        }) => {
+            if code == exit::OK {
+                tracing::info!("{m}");
+                Ok(code)
+            } else {
+                Err(Fatal::new(code, m).into())
+            }
+        }
+        Err(e) => Err(Fatal::new(exit::FAILURE, format!("the supervisor task failed: {e}")).into()),
+    }
+}
+
+fn send(tx: &mpsc::Sender<Control>, control: Control) {
+    if tx.try_send(control).is_err() {
+        tracing::warn!("the supervisor is busy or gone; request dropped");
+    }
+}
+
+fn sd_ready_forward_only() {
+    supervisor::sd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("forward-only: php_fpm.enabled is false"),
+    ]);
 }

@@ -2,7 +2,9 @@
 //!
 //! See DESIGN.md for the contract; `README.md` for use.
 
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: supervisor/child.rs holds the one allowed unsafe
+// block (PR_SET_PDEATHSIG in `pre_exec`).
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod app;
@@ -15,5 +17,9 @@ pub mod exit;
 pub mod logging;
 pub mod metrics;
 pub mod phpfpm_test;
+pub mod probe;
 pub mod render;
+pub mod runtime_dir;
+pub mod signals;
+pub mod supervisor;
 pub mod upstream;

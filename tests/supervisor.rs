@@ -1,0 +1,429 @@
+//! The supervisor against real php-fpm (and two fake binaries for failures
+//! php-fpm cannot be made to produce on demand). "Serving" is checked with
+//! the real `cgi-fcgi` straight at php-fpm's socket.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Guard, Project, cgi_fcgi, eventually, tqsup};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// A project with a config, a private runtime base and a unique pool name.
+struct Setup {
+    project: Project,
+    /// `RUNTIME_DIRECTORY` for tqsup: the runtime dir is made inside.
+    runtime_base: PathBuf,
+    pool: String,
+}
+
+impl Setup {
+    fn new(extra_php_fpm: &str, supervisor: &str) -> Setup {
+        let project = Project::new();
+        let pool = format!("t{:08x}", rand_u32());
+        let runtime_base = project.join("run");
+        std::fs::create_dir(&runtime_base).unwrap();
+        let s = Setup {
+            project,
+            runtime_base,
+            pool,
+        };
+        s.write_config(2, extra_php_fpm, supervisor);
+        s
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.project.join("fpm.sock")
+    }
+
+    fn write_config(&self, max_children: i64, extra_php_fpm: &str, supervisor: &str) {
+        let yaml = format!(
+            "php_fpm:\n  document_root: public\n  listen: {sock}\n  pool: {{ name: {pool}, type: static, max_children: {max_children} }}\n{extra_php_fpm}\
+             forward:\n  enabled: false\n  health: {{ interval_ms: 200, timeout_ms: 500, failure_threshold: 2 }}\n\
+             supervisor: {{ backoff_initial_ms: 100, stop_timeout_ms: 3000, ready_timeout_ms: 5000{supervisor} }}\n",
+            sock = self.sock().display(),
+            pool = self.pool,
+        );
+        self.project.write("tqsup.yaml", &yaml);
+    }
+
+    fn start(&self) -> Guard {
+        Guard::spawn(
+            tqsup()
+                .args(["run", "-c"])
+                .arg(self.project.join("tqsup.yaml"))
+                .env("RUNTIME_DIRECTORY", &self.runtime_base)
+                .current_dir(self.project.path()),
+            self.project.join("tqsup.log"),
+        )
+    }
+
+    fn serving(&self) -> bool {
+        let out = cgi_fcgi(
+            &self.sock().display().to_string(),
+            &self.project.join("public/index.php"),
+            "/index.php",
+            "",
+        );
+        String::from_utf8_lossy(&out.stdout).contains("hello from php")
+    }
+
+    fn pool_pids(&self) -> Vec<i32> {
+        common::pids_matching(&format!("pool {}", self.pool))
+    }
+
+    /// Starts tqsup and waits for php-fpm to be ready and serving.
+    fn start_ready(&self) -> Guard {
+        let g = self.start();
+        assert!(
+            g.wait_log("php-fpm is ready", Duration::from_secs(15)),
+            "not ready; log:\n{}",
+            g.log_text()
+        );
+        assert!(
+            self.serving(),
+            "ready but not serving; log:\n{}",
+            g.log_text()
+        );
+        g
+    }
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    t.subsec_nanos() ^ std::process::id().rotate_left(16)
+}
+
+/// Children of `pid` (all its threads).
+fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// php-fpm's master: the child of tqsup that is a php-fpm master.
+fn master_of(tqsup: i32) -> Option<i32> {
+    children(tqsup)
+        .into_iter()
+        .find(|p| cmdline(*p).contains("php-fpm: master"))
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn dir_is_empty(p: &Path) -> bool {
+    std::fs::read_dir(p)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+}
+
+#[test]
+fn starts_ready_logs_php_fpm_at_info_and_stops_cleanly_on_sigterm() {
+    let s = Setup::new("", "");
+    let mut g = s.start_ready();
+    let log = g.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("ready to handle connections"))
+        .unwrap_or_else(|| panic!("php-fpm's ready line missing; log:\n{log}"));
+    assert!(line.contains("INFO") && line.contains("php_fpm"), "{line}");
+    assert!(
+        line.contains(&format!("pool=\"{}\"", s.pool)) || line.contains("pool="),
+        "{line}"
+    );
+    assert!(!dir_is_empty(&s.runtime_base), "no runtime dir was made");
+    let pool = s.pool_pids();
+    assert_eq!(pool.len(), 2, "expected 2 children: {pool:?}");
+
+    g.signal(Signal::SIGTERM);
+    let status = g.wait(secs(15));
+    assert_eq!(status.code(), Some(0), "log:\n{}", g.log_text());
+    assert!(
+        s.pool_pids().is_empty(),
+        "php-fpm children left: {:?}",
+        s.pool_pids()
+    );
+    assert!(master_of(g.pid()).is_none());
+    assert!(
+        dir_is_empty(&s.runtime_base),
+        "runtime dir left: {:?}",
+        std::fs::read_dir(&s.runtime_base)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect::<Vec<_>>()
+    );
+    assert!(g.log_text().contains("stopped"));
+}
+
+#[test]
+fn a_killed_master_is_replaced_quickly() {
+    // stable_after_ms short, so each run measures a first restart (backoff
+    // 100 ms); the growth of the backoff is another test's business.
+    let s = Setup::new("", ", stable_after_ms: 300");
+    let g = s.start_ready();
+    let mut times = Vec::new();
+    for run in 0..5 {
+        let old = master_of(g.pid()).expect("a php-fpm master");
+        let t0 = Instant::now();
+        kill(Pid::from_raw(old), Signal::SIGKILL).unwrap();
+        let back = eventually(secs(10), || {
+            let new = master_of(g.pid())?;
+            (new != old && s.serving()).then_some(())
+        });
+        let took = t0.elapsed();
+        assert!(
+            back.is_some(),
+            "run {run}: not serving again; log:\n{}",
+            g.log_text()
+        );
+        times.push(took);
+        // Run longer than stable_after: the backoff is reset.
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let mut sorted = times.clone();
+    sorted.sort();
+    let median = sorted[sorted.len() / 2];
+    eprintln!("recovery after kill -9 of php-fpm's master: {times:?}; median {median:?}");
+    assert!(
+        times[0] < Duration::from_secs(1),
+        "first recovery took {:?}",
+        times[0]
+    );
+}
+
+#[test]
+fn sighup_applies_a_good_config_and_keeps_serving_on_a_bad_one() {
+    let s = Setup::new("", "");
+    let g = s.start_ready();
+    let master = master_of(g.pid()).unwrap();
+    let count = |m: i32| {
+        children(m)
+            .into_iter()
+            .filter(|p| cmdline(*p).contains(&s.pool))
+            .count()
+    };
+    assert_eq!(count(master), 2);
+
+    s.write_config(4, "", "");
+    g.signal(Signal::SIGHUP);
+    let four = eventually(secs(15), || (count(master) == 4).then_some(()));
+    assert!(
+        four.is_some(),
+        "expected 4 children, have {}; log:\n{}",
+        count(master),
+        g.log_text()
+    );
+    assert_eq!(
+        master_of(g.pid()),
+        Some(master),
+        "a reload must not replace the master"
+    );
+    assert!(s.serving());
+
+    s.write_config(0, "", "");
+    g.signal(Signal::SIGHUP);
+    assert!(
+        g.wait_log("reload refused", secs(15)),
+        "no refusal logged; log:\n{}",
+        g.log_text()
+    );
+    let log = g.log_text();
+    let refusal = log.lines().find(|l| l.contains("reload refused")).unwrap();
+    assert!(refusal.contains("ERROR"), "{refusal}");
+    assert!(
+        log.contains("php_fpm.pool.max_children"),
+        "the key is not named; log:\n{log}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(s.serving(), "the old php-fpm stopped serving");
+    assert_eq!(master_of(g.pid()), Some(master));
+    assert_eq!(count(master), 4);
+}
+
+#[test]
+fn php_fpm_does_not_outlive_a_sigkilled_tqsup() {
+    let s = Setup::new("", "");
+    let mut g = s.start_ready();
+    let master = master_of(g.pid()).unwrap();
+    let pool = s.pool_pids();
+    assert!(!pool.is_empty());
+    g.signal(Signal::SIGKILL);
+    let _ = g.wait(secs(5));
+    let gone = eventually(secs(5), || {
+        (!alive(master) && pool.iter().all(|p| !alive(*p))).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "php-fpm survived: master {master} alive={}, pool {:?}",
+        alive(master),
+        s.pool_pids()
+    );
+
+    // The next start removes the runtime dir the SIGKILLed tqsup left.
+    assert!(!dir_is_empty(&s.runtime_base));
+    let left: Vec<PathBuf> = std::fs::read_dir(&s.runtime_base)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let mut g2 = s.start_ready();
+    for p in &left {
+        assert!(!p.exists(), "stale runtime dir {} not removed", p.display());
+    }
+    g2.signal(Signal::SIGTERM);
+    assert_eq!(g2.wait(secs(15)).code(), Some(0));
+}
+
+#[test]
+fn a_hung_php_fpm_is_restarted_by_the_liveness_probe() {
+    let s = Setup::new("", "");
+    let g = s.start_ready();
+    let master = master_of(g.pid()).unwrap();
+    // Stop the whole group: the master and every child hang.
+    killpg(Pid::from_raw(master), Signal::SIGSTOP).unwrap();
+    let replaced = eventually(secs(15), || {
+        let new = master_of(g.pid())?;
+        (new != master && s.serving()).then_some(())
+    });
+    assert!(replaced.is_some(), "not restarted; log:\n{}", g.log_text());
+    assert!(g.log_text().contains("stopped answering its ping"));
+}
+
+fn fake_php_fpm(s: &Setup, name: &str, body: &str) -> PathBuf {
+    let script = format!(
+        "#!/bin/sh\n# passes `php-fpm -t`, then fails as told\nfor a in \"$@\"; do [ \"$a\" = -t ] && exit 0; done\n{body}\n"
+    );
+    let p = s.project.write(name, &script);
+    common::set_mode(&p, 0o755);
+    p
+}
+
+#[test]
+fn a_crashing_php_fpm_is_restarted_with_growing_delays_then_tqsup_exits_1() {
+    let s = Setup::new("", "");
+    let fake = fake_php_fpm(&s, "fake-crash", "echo 'fake php-fpm crashing' >&2\nexit 1");
+    s.write_config(
+        2,
+        &format!("  binary: {}\n", fake.display()),
+        ", backoff_initial_ms: 50, backoff_max_ms: 2000, max_restarts: 4",
+    );
+    let mut g = s.start();
+    let status = g.wait(secs(30));
+    let log = g.log_text();
+    assert_eq!(status.code(), Some(1), "log:\n{log}");
+    assert!(log.contains("supervisor.max_restarts"), "log:\n{log}");
+    assert!(
+        log.contains("fake php-fpm crashing"),
+        "php-fpm's output is not logged:\n{log}"
+    );
+    let delays: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("php-fpm restart scheduled"))
+        .filter_map(|l| {
+            l.split("delay_ms=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    eprintln!("restart delays (ms): {delays:?}");
+    assert_eq!(delays.len(), 4, "log:\n{log}");
+    assert!(
+        delays.windows(2).all(|w| w[1] > w[0]),
+        "delays do not grow: {delays:?}"
+    );
+    assert_eq!(log.matches("php-fpm started").count(), 5, "log:\n{log}");
+}
+
+#[test]
+fn php_fpm_exit_78_makes_tqsup_exit_78_without_retrying() {
+    let s = Setup::new("", "");
+    let fake = fake_php_fpm(
+        &s,
+        "fake-78",
+        "echo '[25-Nov-2026 20:49:17] ERROR: fake config problem in pool' >&2\nexit 78",
+    );
+    s.write_config(2, &format!("  binary: {}\n", fake.display()), "");
+    let mut g = s.start();
+    let t0 = Instant::now();
+    let status = g.wait(secs(15));
+    let log = g.log_text();
+    assert_eq!(status.code(), Some(78), "log:\n{log}");
+    assert!(t0.elapsed() < secs(5), "took {:?}", t0.elapsed());
+    assert!(
+        log.contains("fake config problem in pool"),
+        "php-fpm's message missing:\n{log}"
+    );
+    assert_eq!(log.matches("php-fpm started").count(), 1, "retried:\n{log}");
+    assert!(
+        dir_is_empty(&s.runtime_base),
+        "runtime dir left after an error exit"
+    );
+}
+
+#[test]
+fn a_listen_conflict_names_the_holder() {
+    let s = Setup::new("", "");
+    let conf = s.project.write(
+        "other-fpm.conf",
+        &format!(
+            "[global]\ndaemonize = no\nerror_log = /proc/self/fd/2\n[other]\nlisten = {}\nuser = www-data\npm = static\npm.max_children = 1\n",
+            s.sock().display()
+        ),
+    );
+    let other = Guard::spawn(
+        std::process::Command::new(common::php_fpm())
+            .args(["-F", "-O", "-y"])
+            .arg(&conf),
+        s.project.join("other.log"),
+    );
+    assert!(
+        other.wait_log("ready to handle connections", secs(10)),
+        "{}",
+        other.log_text()
+    );
+    s.write_config(2, "", ", backoff_initial_ms: 50, max_restarts: 1");
+    let mut g = s.start();
+    let status = g.wait(secs(20));
+    let log = g.log_text();
+    assert_eq!(status.code(), Some(1), "log:\n{log}");
+    assert!(
+        log.contains(&format!("held by pid {}", other.pid())),
+        "holder not named:\n{log}"
+    );
+}
