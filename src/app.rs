@@ -22,6 +22,9 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let (config, _notes) = cli::load_config(args.config.as_deref(), args.dev)?;
     crate::logging::init(config.log.format, &config.log.level);
+    if !config.php_fpm.enabled {
+        return forward_only(config); // forwarder (temporary wiring)
+    }
     let binary = cli::find_binary(&config)?;
     let dev = args.dev || config.dev.enabled;
     let identity = render::resolve_identity(&config, dev);
@@ -43,4 +46,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         anyhow::Ok(status)
     })?;
     Ok(exit::OK)
+}
+
+// forwarder (temporary wiring): serve the forward listener in front of a
+// php-fpm run elsewhere, until SIGTERM/SIGINT.
+fn forward_only(config: crate::config::Config) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut term, mut int) = (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        );
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let state = crate::fcgi::standalone::forward_only(&config);
+        let fwd = crate::fcgi::run_forwarder(
+            std::sync::Arc::new(config),
+            state,
+            InternalPaths::generate(),
+            shutdown.clone(),
+        );
+        let stop = async {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} };
+            shutdown.cancel();
+            std::future::pending::<()>().await
+        };
+        tokio::select! { r = fwd => r?, _ = stop => {} }
+        anyhow::Ok(exit::OK)
+    })
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod discover;
 pub mod exit;
+pub mod fcgi;
 pub mod logging;
 pub mod phpfpm_test;
 pub mod render;

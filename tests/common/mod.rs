@@ -151,8 +151,9 @@ impl Guard {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+    /// Sends `sig` to the process (not its group).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
     }
 
     /// Waits for exit, or kills the group and panics with the log.
@@ -171,8 +172,12 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let pgid = self.child.id();
-        let _ = Command::new("kill").arg("-KILL").arg(format!("-{pgid}")).status();
+        // Never `/bin/kill -KILL -PGID`: Debian 12's procps kill mis-parses a
+        // negative pid after a signal name and kills every process (pid -1).
+        let pgid = self.pid();
+        if pgid > 1 {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

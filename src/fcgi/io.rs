@@ -1,0 +1,137 @@
+//! One socket type for both sides (TCP or unix), used through readiness and
+//! `try_*` calls on `&self`, so one task can read and write it at once and
+//! a writer can send several buffers with one `writev`.
+
+use std::io::{self, IoSlice};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{Interest, Ready};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::config::Endpoint;
+
+/// A connected socket, either side.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// Connects to `endpoint` with TCP_NODELAY set.
+    pub async fn connect(endpoint: &Endpoint) -> io::Result<Stream> {
+        match endpoint {
+            Endpoint::Tcp(addr) => {
+                let s = TcpStream::connect(addr.as_str()).await?;
+                s.set_nodelay(true)?;
+                Ok(Stream::Tcp(s))
+            }
+            Endpoint::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+        }
+    }
+
+    pub async fn ready(&self, interest: Interest) -> io::Result<Ready> {
+        match self {
+            Stream::Tcp(s) => s.ready(interest).await,
+            Stream::Unix(s) => s.ready(interest).await,
+        }
+    }
+
+    pub fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read_buf(buf),
+            Stream::Unix(s) => s.try_read_buf(buf),
+        }
+    }
+
+    pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write_vectored(bufs),
+            Stream::Unix(s) => s.try_write_vectored(bufs),
+        }
+    }
+
+    /// Reads what is available into `buf` (at least one byte or EOF = 0),
+    /// waiting for readiness first.
+    pub async fn read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            self.ready(Interest::READABLE).await?;
+            match self.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// Whether an idle connection has something to say (EOF, reset or
+    /// stray bytes) according to the readiness already known: no syscall.
+    pub fn looks_closed(&self) -> bool {
+        use futures_util::FutureExt as _;
+        match self.ready(Interest::READABLE).now_or_never() {
+            None => false,
+            Some(Ok(r)) => r.is_readable() || r.is_read_closed() || r.is_error(),
+            Some(Err(_)) => true,
+        }
+    }
+}
+
+/// Makes sure `buf` can take a read of at least `min` bytes.
+pub fn reserve_read(buf: &mut BytesMut, min: usize) {
+    if buf.capacity() - buf.len() < min {
+        buf.reserve(min.max(16 * 1024));
+    }
+}
+
+/// Writes every buffer of `bufs`, in order, with as few `writev` calls as the
+/// socket allows; `bufs` is drained. Fails with `TimedOut` past `timeout`.
+pub async fn write_all(
+    stream: &Stream,
+    bufs: &mut Vec<Bytes>,
+    timeout: Duration,
+) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    bufs.retain(|b| !b.is_empty());
+    let mut first = 0;
+    while first < bufs.len() {
+        let n = {
+            let mut slices = [IoSlice::new(&[]); 32];
+            let mut k = 0;
+            for b in bufs[first..].iter().take(32) {
+                slices[k] = IoSlice::new(b);
+                k += 1;
+            }
+            match stream.try_write_vectored(&slices[..k]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match tokio::time::timeout_at(deadline, stream.ready(Interest::WRITABLE)).await
+                    {
+                        Ok(r) => r?,
+                        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                    };
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        advance(bufs, &mut first, n);
+    }
+    bufs.clear();
+    Ok(())
+}
+
+/// Consumes `n` written bytes from `bufs[first..]`.
+pub fn advance(bufs: &mut [Bytes], first: &mut usize, mut n: usize) {
+    while n > 0 {
+        let b = &mut bufs[*first];
+        if n >= b.len() {
+            n -= b.len();
+            *b = Bytes::new();
+            *first += 1;
+        } else {
+            b.advance(n);
+            n = 0;
+        }
+    }
+}
