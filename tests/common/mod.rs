@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 /// The tqsup binary built by cargo for this test run.
 pub fn tqsup() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tqsup"));
-    c.env_remove("TQSUP_CONFIG").env_remove("RUST_LOG").env_remove("NOTIFY_SOCKET");
+    c.env_remove("TQSUP_CONFIG")
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET");
     c
 }
 
@@ -22,7 +24,10 @@ pub struct Project {
 
 impl Project {
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("tqsup-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("tqsup-test-")
+            .tempdir()
+            .unwrap();
         // php-fpm children may run as www-data when tests run as root.
         set_mode(dir.path(), 0o755);
         let p = Project { dir };
@@ -67,12 +72,21 @@ pub fn mode_of(p: &Path) -> u32 {
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Runs a command to completion with a hard timeout (killed past it).
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let t_out = std::thread::spawn(move || {
@@ -91,7 +105,11 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
         eprintln!("command timed out after {timeout:?}: {cmd:?}");
         status
     });
-    Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
 }
 
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
@@ -160,7 +178,10 @@ impl Guard {
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         match wait_timeout(&mut self.child, timeout) {
             Some(s) => s,
-            None => panic!("process did not exit within {timeout:?}; log:\n{}", self.log_text()),
+            None => panic!(
+                "process did not exit within {timeout:?}; log:\n{}",
+                self.log_text()
+            ),
         }
     }
 
@@ -176,7 +197,10 @@ impl Drop for Guard {
         // negative pid after a signal name and kills every process (pid -1).
         let pgid = self.pid();
         if pgid > 1 {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -222,8 +246,12 @@ pub fn php_fpm() -> PathBuf {
 pub fn pids_matching(needle: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         if cmd.contains(needle) {
             out.push(pid);
