@@ -65,12 +65,24 @@ impl Stream {
     }
 
     /// Whether an idle connection has something to say (EOF, reset or
-    /// stray bytes) according to the readiness already known: no syscall.
+    /// stray bytes). Known readiness answers without a syscall; a stale
+    /// "readable" is checked with one non-blocking read.
     pub fn looks_closed(&self) -> bool {
         use futures_util::FutureExt as _;
         match self.ready(Interest::READABLE).now_or_never() {
             None => false,
-            Some(Ok(r)) => r.is_readable() || r.is_read_closed() || r.is_error(),
+            Some(Ok(r)) if r.is_read_closed() || r.is_error() => true,
+            Some(Ok(_)) => {
+                let mut probe = [0u8; 1];
+                let r = match self {
+                    Stream::Tcp(s) => s.try_read(&mut probe),
+                    Stream::Unix(s) => s.try_read(&mut probe),
+                };
+                match r {
+                    Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+                    Ok(_) => true,
+                }
+            }
             Some(Err(_)) => true,
         }
     }

@@ -196,3 +196,31 @@ async fn a_smaller_pool_size_takes_effect() {
         Err(AcquireError::QueueTimeout)
     ));
 }
+
+#[tokio::test]
+async fn a_connection_read_to_the_end_is_reused() {
+    use tokio::io::AsyncWriteExt as _;
+    let b = backend();
+    let (_tx, rx) = watch::channel(ready(1, &b.path, 1));
+    let pool = UpstreamPool::new(rx, settings());
+    let mut l = pool.acquire(soon(500), false).await.unwrap();
+    while b.accepted.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut server = b.accepted.lock().unwrap().pop().unwrap();
+    server.write_all(b"response").await.unwrap();
+    // Read exactly what came: readiness still says "readable" afterwards.
+    let (up, buf) = l.parts();
+    while buf.len() < 8 {
+        up.read_buf(buf).await.unwrap();
+    }
+    buf.clear();
+    l.release();
+    assert_eq!(
+        pool.idle_count(),
+        1,
+        "a stale readable flag must not drop it"
+    );
+    assert!(pool.acquire(soon(500), false).await.unwrap().reused);
+    drop(server);
+}
