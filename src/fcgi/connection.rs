@@ -69,6 +69,14 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken) 
     };
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut draining = false;
+    let done = conn.down.done.clone();
+    let done = done.cancelled();
+    tokio::pin!(done);
+    let stopping = shutdown.cancelled();
+    tokio::pin!(stopping);
+    // Re-armed every 50 ms while draining, to notice the last request end.
+    let recheck = tokio::time::sleep(std::time::Duration::from_secs(3600));
+    tokio::pin!(recheck);
     loop {
         if let Err(ProtocolError(why)) = conn.process(&mut buf).await {
             tracing::warn!(why, "closing FastCGI client connection on bad input");
@@ -83,9 +91,14 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken) 
         }
         super::io::reserve_read(&mut buf, 8192);
         tokio::select! {
-            _ = conn.down.done.cancelled() => break,
-            _ = shutdown.cancelled(), if !draining => draining = true,
-            _ = tokio::time::sleep(std::time::Duration::from_millis(50)), if draining => {}
+            _ = &mut done => break,
+            _ = &mut stopping, if !draining => {
+                draining = true;
+                recheck.as_mut().reset(Instant::now() + std::time::Duration::from_millis(50));
+            }
+            _ = &mut recheck, if draining => {
+                recheck.as_mut().reset(Instant::now() + std::time::Duration::from_millis(50));
+            }
             r = conn.down.stream.read_buf(&mut buf) => match r {
                 Ok(0) => {
                     if !buf.is_empty() {

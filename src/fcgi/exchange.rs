@@ -209,7 +209,13 @@ impl Exchange<'_> {
     ) -> Outcome {
         let mut pending: Vec<Bytes> = vec![self.job.head.clone()];
         let mut first = 0;
+        // Activity only moves a timestamp; the one timer is re-armed when it
+        // fires early (no timer-wheel work per record).
         let mut read_deadline = Instant::now() + self.limits.read;
+        let timer = tokio::time::sleep_until(self.deadline.min(read_deadline));
+        tokio::pin!(timer);
+        let aborted = abort.cancelled();
+        tokio::pin!(aborted);
         loop {
             let want_write = first < pending.len();
             let interest = if want_write {
@@ -217,10 +223,9 @@ impl Exchange<'_> {
             } else {
                 Interest::READABLE
             };
-            let timer = self.deadline.min(read_deadline);
             tokio::select! {
                 biased;
-                _ = abort.cancelled() => return Outcome::Aborted,
+                _ = &mut aborted => return Outcome::Aborted,
                 r = lease.stream().ready(interest) => {
                     let ready = match r {
                         Ok(r) => r,
@@ -285,8 +290,15 @@ impl Exchange<'_> {
                     Some(StdinMsg::Bad(status)) => return Outcome::Fail(status, "body does not match CONTENT_LENGTH"),
                     None => return Outcome::Aborted,
                 },
-                _ = tokio::time::sleep_until(timer) => {
-                    return Outcome::Fail(504, if timer == self.deadline { "request timeout" } else { "read timeout" });
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if now >= self.deadline {
+                        return Outcome::Fail(504, "request timeout");
+                    }
+                    if now >= read_deadline {
+                        return Outcome::Fail(504, "read timeout");
+                    }
+                    timer.as_mut().reset(self.deadline.min(read_deadline));
                 }
             }
         }

@@ -38,10 +38,19 @@ impl Stream {
         }
     }
 
+    /// One non-blocking read into `buf`'s spare capacity. A short read
+    /// means the socket is drained (as nginx assumes too): readiness is then
+    /// cleared at once, saving the read that would only say EAGAIN.
     pub fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.try_read_buf(buf),
-            Stream::Unix(s) => s.try_read_buf(buf),
+        let spare = buf.capacity() - buf.len();
+        let mut short = None;
+        let r = match self {
+            Stream::Tcp(s) => s.try_io(Interest::READABLE, || drained(s.try_read_buf(buf), spare, &mut short)),
+            Stream::Unix(s) => s.try_io(Interest::READABLE, || drained(s.try_read_buf(buf), spare, &mut short)),
+        };
+        match (r, short) {
+            (Err(_), Some(n)) => Ok(n),
+            (r, _) => r,
         }
     }
 
@@ -85,6 +94,18 @@ impl Stream {
             }
             Some(Err(_)) => true,
         }
+    }
+}
+
+/// Turns a short read into WouldBlock (so `try_io` clears readiness),
+/// keeping the count in `short`.
+fn drained(r: io::Result<usize>, spare: usize, short: &mut Option<usize>) -> io::Result<usize> {
+    match r {
+        Ok(n) if n > 0 && n < spare => {
+            *short = Some(n);
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        r => r,
     }
 }
 
