@@ -51,13 +51,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
 // forwarder (temporary wiring): serve the forward listener in front of a
 // php-fpm run elsewhere, until SIGTERM/SIGINT.
 fn forward_only(config: crate::config::Config) -> anyhow::Result<u8> {
-    let rt = if std::env::var_os("TQ_CT").is_some() {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Runtime::new()?
-    };
+    let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let (mut term, mut int) = (

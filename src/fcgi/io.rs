@@ -45,8 +45,12 @@ impl Stream {
         let spare = buf.capacity() - buf.len();
         let mut short = None;
         let r = match self {
-            Stream::Tcp(s) => s.try_io(Interest::READABLE, || drained(s.try_read_buf(buf), spare, &mut short)),
-            Stream::Unix(s) => s.try_io(Interest::READABLE, || drained(s.try_read_buf(buf), spare, &mut short)),
+            Stream::Tcp(s) => s.try_io(Interest::READABLE, || {
+                drained(s.try_read_buf(buf), spare, &mut short)
+            }),
+            Stream::Unix(s) => s.try_io(Interest::READABLE, || {
+                drained(s.try_read_buf(buf), spare, &mut short)
+            }),
         };
         match (r, short) {
             (Err(_), Some(n)) => Ok(n),
