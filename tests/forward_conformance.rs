@@ -307,3 +307,21 @@ fn unix_listener_and_cgi_fcgi() {
         "{out:?}"
     );
 }
+
+#[test]
+fn sigterm_stops_accepting_and_drains_requests_in_flight() {
+    let mut s = Stack::start(StackOpts::default());
+    let mut c = s.conn();
+    c.send(&request(1, true, &s.get("/sleep.php", "ms=1000"), b""));
+    std::thread::sleep(Duration::from_millis(300));
+    s.tqsup.signal(nix::sys::signal::Signal::SIGTERM);
+    let r = c.response(1);
+    assert_eq!(r.body(), "slept\n", "{r:?}");
+    assert!(
+        c.closed(),
+        "the kept-alive connection is closed once drained"
+    );
+    let status = s.tqsup.wait(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}: {}", s.tqsup.log_text());
+    assert!(s.tqsup.log_text().contains("forward listener drained"));
+}
