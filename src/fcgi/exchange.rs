@@ -320,7 +320,10 @@ impl Exchange<'_> {
             return Replay::No(Outcome::Fail(502, why));
         }
         tracing::debug!(why, "pooled php-fpm connection was dead; replaying");
-        if lease.reconnect().await.is_err() {
+        let replay_deadline = (self.job.arrived + self.limits.queue)
+            .max(Instant::now() + self.limits.queue / 2)
+            .min(self.deadline);
+        if lease.reconnect(replay_deadline).await.is_err() {
             self.pool.report_failure();
             return Replay::No(Outcome::Fail(502, "php-fpm unreachable"));
         }

@@ -94,11 +94,47 @@ impl Lease {
     }
 
     /// Replaces a connection found dead by a fresh one (for a replay).
-    pub async fn reconnect(&mut self) -> io::Result<()> {
-        self.conn = connect(&self.endpoint, self.pool.settings.connect_timeout).await?;
-        self.buf.clear();
-        self.reused = false;
-        Ok(())
+    /// When php-fpm itself is gone, waits (until `deadline`) for the
+    /// supervisor to publish a new one and connects there.
+    pub async fn reconnect(&mut self, deadline: Instant) -> io::Result<()> {
+        let mut state = self.pool.state.clone();
+        loop {
+            let err = match connect(&self.endpoint, self.pool.settings.connect_timeout).await {
+                Ok(conn) => {
+                    self.conn = conn;
+                    self.buf.clear();
+                    self.reused = false;
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            if !is_saturation(&err) {
+                self.pool.breaker.lock().unwrap().failure(Instant::now());
+            }
+            let next = tokio::time::timeout_at(
+                deadline,
+                state.wait_for(|s| match s {
+                    PhpFpmState::Ready { generation, .. } => *generation != self.generation,
+                    PhpFpmState::Stopped => true,
+                    _ => false,
+                }),
+            )
+            .await;
+            match next {
+                Ok(Ok(s)) => match &*s {
+                    PhpFpmState::Ready {
+                        generation,
+                        endpoint,
+                        ..
+                    } => {
+                        self.generation = *generation;
+                        self.endpoint = endpoint.clone();
+                    }
+                    _ => return Err(err),
+                },
+                _ => return Err(err),
+            }
+        }
     }
 
     /// Returns a connection whose last exchange ended cleanly.

@@ -224,3 +224,31 @@ async fn a_connection_read_to_the_end_is_reused() {
     assert!(pool.acquire(soon(500), false).await.unwrap().reused);
     drop(server);
 }
+
+#[tokio::test]
+async fn a_replay_after_php_fpm_died_waits_for_the_restarted_one() {
+    let b1 = backend();
+    let (tx, rx) = watch::channel(ready(1, &b1.path, 1));
+    let pool = UpstreamPool::new(rx, settings());
+    tokio::spawn(pool.clone().maintain(CancellationToken::new()));
+    let mut lease = pool.acquire(soon(500), false).await.unwrap();
+    // php-fpm is killed: its socket is gone.
+    std::fs::remove_file(&b1.path).unwrap();
+    let b2 = backend();
+    let path2 = b2.path.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tx.send(PhpFpmState::Restarting).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tx.send(ready(2, &path2, 1)).unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    lease.reconnect(soon(3000)).await.unwrap();
+    assert!(!lease.reused);
+    while b2.accepted.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Released into the new generation's pool.
+    lease.release();
+    assert_eq!(pool.idle_count(), 1);
+}
