@@ -1,8 +1,8 @@
-//! Included by test files as `#[path = "common/fcgi.rs"] mod fcgi;` next to
-//! `mod common;`.
-//!
 //! A test-side FastCGI client (raw records, blocking std sockets) and a
 //! stack of real php-fpm + `tqsup run` (forwarding only) to point it at.
+//!
+//! Included by test files as `#[path = "common/fcgi.rs"] mod fcgi;` next to
+//! `mod common;`.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
