@@ -4,6 +4,7 @@
 //! written once, in [`shutdown`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -63,8 +64,10 @@ async fn run_async(config: Config, dev: bool) -> anyhow::Result<u8> {
 
     // php-fpm: rendered, tested, then supervised; or forward-only mode.
     let supervisor_token = root.child_token();
+    let mut php_endpoint = config.php_fpm.listen.clone();
     let (runtime, mut supervised) = if config.php_fpm.enabled {
         let (runtime, setup) = prepare(&config, &paths, dev).await?;
+        php_endpoint = Some(setup.generation.files.endpoint.clone());
         let sup = Supervisor::new(
             setup,
             state_tx.clone(),
@@ -89,19 +92,56 @@ async fn run_async(config: Config, dev: bool) -> anyhow::Result<u8> {
         (None, None)
     };
 
-    // forwarder: start here with `root.child_token()` (its own token, so
-    // shutdown can stop accepting first), `state_rx.clone()`, `paths.clone()`
-    // and `control_tx.clone()`; put its tracker in `forwarder` below.
-    let forwarder: Option<(CancellationToken, TaskTracker)> = None;
-    // dev mode: when `dev`, start the watcher/hooks/dev HTTP here with
-    // `root.child_token()`, `state_rx.clone()`, `paths.clone()` and
-    // `control_tx.clone()` (Control::Reload = the SIGHUP path).
-    // admin: when `config.admin.listen` is set, start it here with
-    // `root.child_token()`, `state_rx.clone()` and `paths.clone()`.
-    let _ = (&state_rx, &paths);
+    let shared = Arc::new(config.clone());
+    // forwarder: its own token, so shutdown can stop accepting first.
+    let forwarder = config.forward.enabled.then(|| {
+        let token = root.child_token();
+        let fwd = TaskTracker::new();
+        let (cfg, state, paths, stop, root) = (shared.clone(), state_rx.clone(), paths.clone(), token.clone(), root.clone());
+        fwd.spawn(async move {
+            if let Err(e) = crate::fcgi::run_forwarder(cfg, state, paths, stop).await {
+                tracing::error!("forward listener: {e:#}");
+                root.cancel();
+            }
+        });
+        (token, fwd)
+    });
+    // dev mode: watcher, hooks, dev HTTP front (Control::Reload = SIGHUP).
+    if dev && let Some(endpoint) = &php_endpoint {
+        let target = crate::dev::PhpTarget::for_config(&config, endpoint);
+        let (cfg, control, stop, root) = (shared.clone(), control_tx.clone(), root.child_token(), root.clone());
+        tracker.spawn(async move {
+            if let Err(e) = crate::dev::run_dev(cfg, control, target, stop).await {
+                tracing::error!("dev mode: {e:#}");
+                root.cancel();
+            }
+        });
+    }
+    // admin: /metrics /healthz /readyz /status.
+    if let Some(listen) = config.admin.listen.clone() {
+        let status_path = paths.status.clone();
+        let timeout = config.forward.health.timeout;
+        let scrape: crate::admin::ScrapeFn = Arc::new(move |endpoint| {
+            let status_path = status_path.clone();
+            Box::pin(async move {
+                let r = crate::probe::get(&endpoint, &status_path, "json", timeout).await?;
+                Ok(r.body.to_vec())
+            })
+        });
+        let view = crate::admin::AdminView::new(state_rx.clone(), scrape);
+        let (stop, root) = (root.child_token(), root.clone());
+        tracker.spawn(async move {
+            if let Err(e) = crate::admin::run_admin(listen, view, stop).await {
+                tracing::error!("admin endpoint: {e:#}");
+                root.cancel();
+            }
+        });
+    }
 
     let code = loop {
         tokio::select! {
+            // A subsystem that cannot run (e.g. its port is taken) stops tqsup.
+            _ = root.cancelled() => break Some(Err(Fatal::new(exit::FAILURE, "a subsystem failed to start (see the log above)").into())),
             signal = signals.recv() => match signal {
                 Some(Signal::Terminate) | None => {
                     tracing::info!("stopping (SIGTERM/SIGINT)");

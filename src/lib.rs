@@ -14,6 +14,7 @@ pub mod control;
 pub mod dev;
 pub mod discover;
 pub mod exit;
+pub mod fcgi;
 pub mod logging;
 pub mod metrics;
 pub mod phpfpm_test;

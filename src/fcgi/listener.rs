@@ -1,0 +1,147 @@
+//! The forward listener: accepts web-server connections on `forward.listen`
+//! (TCP or unix socket), at most `max_connections` at once, and runs one
+//! [`connection::serve`] task per connection.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::connection;
+use super::exchange::{Down, Limits};
+use super::io::Stream;
+use super::pool::UpstreamPool;
+use crate::config::Endpoint;
+use crate::upstream::InternalPaths;
+
+/// Largest PARAMS stream accepted; more gets a local `Status: 431`.
+pub const PARAMS_CAP: usize = 1024 * 1024;
+
+/// What every connection and request shares.
+pub struct Ctx {
+    pub pool: UpstreamPool,
+    /// php-fpm's ping and status paths, never forwarded.
+    pub paths: InternalPaths,
+    pub limits: Limits,
+    pub retry_idempotent: bool,
+    /// Announced in GET_VALUES.
+    pub max_connections: u32,
+    pub params_cap: usize,
+    /// Connection and request tasks, waited for when draining.
+    pub tracker: TaskTracker,
+}
+
+enum Bound {
+    Tcp(TcpListener),
+    /// The socket file is removed when the listener stops.
+    Unix(UnixListener, PathBuf),
+}
+
+/// The bound listening socket and everything connections need.
+pub struct ForwardListener {
+    bound: Bound,
+    ctx: Arc<Ctx>,
+    /// One permit per open downstream connection.
+    slots: Arc<Semaphore>,
+}
+
+impl ForwardListener {
+    /// Binds `endpoint`; a unix socket gets `socket_mode` (a stale socket
+    /// file is replaced).
+    pub async fn bind(endpoint: &Endpoint, socket_mode: u32, ctx: Ctx) -> anyhow::Result<Self> {
+        let bound = match endpoint {
+            Endpoint::Tcp(addr) => Bound::Tcp(
+                TcpListener::bind(addr.as_str())
+                    .await
+                    .with_context(|| format!("binding the forward listener on {addr}"))?,
+            ),
+            Endpoint::Unix(path) => {
+                use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+                if let Ok(m) = std::fs::symlink_metadata(path)
+                    && m.file_type().is_socket()
+                {
+                    let _ = std::fs::remove_file(path);
+                }
+                let l = UnixListener::bind(path).with_context(|| {
+                    format!("binding the forward listener on {}", path.display())
+                })?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))
+                    .with_context(|| format!("chmod {socket_mode:o} {}", path.display()))?;
+                Bound::Unix(l, path.clone())
+            }
+        };
+        let slots = Arc::new(Semaphore::new(ctx.max_connections.max(1) as usize));
+        Ok(ForwardListener {
+            bound,
+            ctx: Arc::new(ctx),
+            slots,
+        })
+    }
+
+    /// The bound address (`host:port` or the socket path), for logs and tests.
+    pub fn local_addr(&self) -> String {
+        match &self.bound {
+            Bound::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Bound::Unix(_, p) => p.display().to_string(),
+        }
+    }
+
+    /// Accepts until `shutdown`, then stops accepting and waits for the
+    /// requests in flight (connections close as their last request ends).
+    pub async fn serve(self, shutdown: CancellationToken) {
+        tracing::info!(listen = %self.local_addr(), "forward listener ready");
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = self.slots.clone().acquire_owned() => p.expect("never closed"),
+            };
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = self.accept() => a,
+            };
+            let stream = match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let down = Arc::new(Down {
+                stream,
+                write_lock: tokio::sync::Mutex::new(()),
+                done: CancellationToken::new(),
+                write_timeout: self.ctx.limits.write,
+            });
+            let ctx = self.ctx.clone();
+            let shutdown = shutdown.clone();
+            self.ctx.tracker.spawn(async move {
+                connection::serve(down, ctx, shutdown).await;
+                drop(permit);
+            });
+        }
+        let Self { bound, ctx, .. } = self;
+        if let Bound::Unix(l, path) = bound {
+            drop(l);
+            let _ = std::fs::remove_file(path);
+        }
+        ctx.tracker.close();
+        ctx.tracker.wait().await;
+        tracing::info!("forward listener drained");
+    }
+
+    async fn accept(&self) -> std::io::Result<Stream> {
+        match &self.bound {
+            Bound::Tcp(l) => {
+                let (s, _) = l.accept().await?;
+                s.set_nodelay(true)?;
+                Ok(Stream::Tcp(s))
+            }
+            Bound::Unix(l, _) => Ok(Stream::Unix(l.accept().await?.0)),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The built-in FastCGI forwarder (DESIGN §1, §7): one endpoint for web
+//! servers, at most `pool_size` persistent connections to php-fpm behind it,
+//! a FIFO queue between the two, health probe and circuit breaker.
+
+pub mod breaker;
+pub mod codec;
+mod connection;
+pub mod exchange;
+pub mod health;
+pub mod io;
+pub mod listener;
+pub mod pool;
+pub mod standalone;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::upstream::{InternalPaths, PhpFpmState};
+use exchange::Limits;
+use listener::{Ctx, ForwardListener, PARAMS_CAP};
+use pool::{PoolSettings, UpstreamPool};
+
+/// How long an idle pooled connection may live: php-fpm's `ondemand` idle
+/// timeout and `request_terminate_timeout` (which kills a child idling on a
+/// kept connection) both bound it.
+pub fn idle_lifetime(config: &Config) -> Option<Duration> {
+    let pool = &config.php_fpm.pool;
+    let mut l = None;
+    if pool.kind == crate::config::PoolKind::Ondemand && !pool.process_idle_timeout.is_zero() {
+        l = Some(pool.process_idle_timeout);
+    }
+    if !pool.request_terminate_timeout.is_zero() {
+        let t = pool.request_terminate_timeout;
+        l = Some(l.map_or(t, |x: Duration| x.min(t)));
+    }
+    // Leave a margin so tqsup closes first.
+    l.map(|d| d.mul_f64(0.9))
+}
+
+/// Binds `forward.listen`, serves until `shutdown`, then stops accepting and
+/// returns once the requests in flight are done.
+///
+/// The forwarder runs on its own thread with a single-threaded runtime:
+/// every request hops between sockets several times, and measured on two
+/// cores this costs about a fifth less CPU per request than a work-stealing
+/// runtime (no cross-thread wake-ups); it also keeps the hot path apart from
+/// the supervisor's work.
+pub async fn run_forwarder(
+    config: Arc<Config>,
+    state: watch::Receiver<PhpFpmState>,
+    paths: InternalPaths,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("tqsup-forward".into())
+        .spawn(move || {
+            let r = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(serve(config, state, paths, shutdown)));
+            let _ = done_tx.send(r);
+        })?;
+    done_rx
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the forwarder thread panicked")))
+}
+
+async fn serve(
+    config: Arc<Config>,
+    state: watch::Receiver<PhpFpmState>,
+    paths: InternalPaths,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let php = &config.php_fpm;
+    let fwd = &config.forward;
+    let pool = UpstreamPool::new(
+        state.clone(),
+        PoolSettings {
+            connect_timeout: php.connect_timeout,
+            idle_lifetime: idle_lifetime(&config),
+            failure_threshold: fwd.health.failure_threshold,
+            open: fwd.health.open,
+        },
+    );
+    let ctx = Ctx {
+        pool: pool.clone(),
+        paths: paths.clone(),
+        limits: Limits {
+            queue: fwd.queue_timeout,
+            request: php.request_timeout,
+            read: php.read_timeout,
+            write: php.write_timeout,
+        },
+        retry_idempotent: fwd.retry_idempotent,
+        max_connections: fwd.max_connections,
+        params_cap: PARAMS_CAP,
+        tracker: TaskTracker::new(),
+    };
+    let listener = ForwardListener::bind(&fwd.listen, fwd.socket_mode, ctx).await?;
+    let background = CancellationToken::new();
+    let maintain = tokio::spawn(pool.clone().maintain(background.clone()));
+    let health = tokio::spawn(health::run(
+        pool,
+        state,
+        paths.ping.clone(),
+        fwd.health.clone(),
+        background.clone(),
+    ));
+    listener.serve(shutdown).await;
+    background.cancel();
+    let _ = maintain.await;
+    let _ = health.await;
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! Pool logic against plain unix sockets (no FastCGI needed: the pool only
+//! connects, lends and takes back).
+
+use super::*;
+use std::path::PathBuf;
+
+use tokio::net::UnixListener;
+
+fn settings() -> PoolSettings {
+    PoolSettings {
+        connect_timeout: Duration::from_millis(500),
+        idle_lifetime: None,
+        failure_threshold: 2,
+        open: Duration::from_secs(60),
+    }
+}
+
+fn ready(generation: u64, path: &std::path::Path, pool_size: u32) -> PhpFpmState {
+    PhpFpmState::Ready {
+        generation,
+        endpoint: Endpoint::Unix(path.to_path_buf()),
+        pool_size,
+    }
+}
+
+struct Backend {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    /// Accepted server-side sockets, kept open.
+    accepted: Arc<Mutex<Vec<tokio::net::UnixStream>>>,
+}
+
+fn backend() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fpm.sock");
+    let l = UnixListener::bind(&path).unwrap();
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            a.lock().unwrap().push(s);
+        }
+    });
+    Backend {
+        _dir: dir,
+        path,
+        accepted,
+    }
+}
+
+fn soon(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms)
+}
+
+#[tokio::test]
+async fn at_most_pool_size_connections_then_fifo_queue_with_timeout() {
+    let b = backend();
+    let (_tx, rx) = watch::channel(ready(1, &b.path, 2));
+    let pool = UpstreamPool::new(rx, settings());
+    let l1 = pool.acquire(soon(500), false).await.unwrap();
+    let l2 = pool.acquire(soon(500), false).await.unwrap();
+    assert!(matches!(
+        pool.acquire(soon(100), false).await,
+        Err(AcquireError::QueueTimeout)
+    ));
+    // A waiter gets the connection given back, not a new one.
+    let p = pool.clone();
+    let waiter = tokio::spawn(async move { p.acquire(soon(2000), false).await.map(|l| l.reused) });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    l1.release();
+    assert!(
+        waiter.await.unwrap().unwrap(),
+        "reused the released connection"
+    );
+    drop(l2);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        b.accepted.lock().unwrap().len(),
+        2,
+        "never more than pool_size connections"
+    );
+}
+
+#[tokio::test]
+async fn requests_wait_while_php_fpm_restarts_and_go_to_the_new_one() {
+    let b = backend();
+    let (tx, rx) = watch::channel(PhpFpmState::Starting);
+    let pool = UpstreamPool::new(rx, settings());
+    let p = pool.clone();
+    tokio::spawn(p.clone().maintain(CancellationToken::new()));
+    let queued = tokio::spawn(async move { p.acquire(soon(3000), false).await.map(|l| l.reused) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!queued.is_finished());
+    tx.send(ready(1, &b.path, 1)).unwrap();
+    assert!(!queued.await.unwrap().unwrap());
+
+    // Generation 2 (a restart): the idle connection of generation 1 is dropped.
+    pool.acquire(soon(500), false).await.unwrap().release();
+    assert_eq!(pool.idle_count(), 1);
+    tx.send(PhpFpmState::Restarting).unwrap();
+    let p = pool.clone();
+    let queued = tokio::spawn(async move { p.acquire(soon(3000), false).await.map(|l| l.reused) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !queued.is_finished(),
+        "held in the queue during the restart"
+    );
+    tx.send(ready(2, &b.path, 1)).unwrap();
+    assert!(
+        !queued.await.unwrap().unwrap(),
+        "a fresh connection to the new php-fpm"
+    );
+}
+
+#[tokio::test]
+async fn idle_connection_closed_by_php_fpm_is_not_reused() {
+    let b = backend();
+    let (_tx, rx) = watch::channel(ready(1, &b.path, 1));
+    let pool = UpstreamPool::new(rx, settings());
+    pool.acquire(soon(500), false).await.unwrap().release();
+    assert_eq!(pool.idle_count(), 1);
+    // php-fpm closes it (pm.max_requests reached).
+    while b.accepted.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    b.accepted.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    pool.reap(Instant::now());
+    assert_eq!(pool.idle_count(), 0);
+    let l = pool.acquire(soon(500), false).await.unwrap();
+    assert!(!l.reused);
+}
+
+#[tokio::test]
+async fn idle_connections_expire() {
+    let b = backend();
+    let (_tx, rx) = watch::channel(ready(1, &b.path, 1));
+    let mut s = settings();
+    s.idle_lifetime = Some(Duration::from_millis(100));
+    let pool = UpstreamPool::new(rx, s);
+    pool.acquire(soon(500), false).await.unwrap().release();
+    pool.reap(Instant::now());
+    assert_eq!(pool.idle_count(), 1);
+    pool.reap(Instant::now() + Duration::from_millis(150));
+    assert_eq!(pool.idle_count(), 0);
+}
+
+#[tokio::test]
+async fn refused_connections_open_the_breaker_queue_timeouts_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gone.sock");
+    let (_tx, rx) = watch::channel(ready(1, &path, 1));
+    let pool = UpstreamPool::new(rx, settings());
+    assert!(matches!(
+        pool.acquire(soon(500), false).await,
+        Err(AcquireError::Unreachable(_))
+    ));
+    assert!(matches!(
+        pool.acquire(soon(500), false).await,
+        Err(AcquireError::Unreachable(_))
+    ));
+    assert!(matches!(
+        pool.acquire(soon(500), false).await,
+        Err(AcquireError::BreakerOpen)
+    ));
+
+    let b = backend();
+    let (_tx, rx) = watch::channel(ready(1, &b.path, 1));
+    let pool = UpstreamPool::new(rx, settings());
+    let _held = pool.acquire(soon(500), false).await.unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            pool.acquire(soon(20), false).await,
+            Err(AcquireError::QueueTimeout)
+        ));
+    }
+    assert!(
+        pool.breaker()
+            .lock()
+            .unwrap()
+            .allows_request(Instant::now())
+    );
+}
+
+#[tokio::test]
+async fn a_smaller_pool_size_takes_effect() {
+    let b = backend();
+    let (tx, rx) = watch::channel(ready(1, &b.path, 3));
+    let pool = UpstreamPool::new(rx, settings());
+    tokio::spawn(pool.clone().maintain(CancellationToken::new()));
+    tx.send(ready(1, &b.path, 1)).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _l = pool.acquire(soon(500), false).await.unwrap();
+    assert!(matches!(
+        pool.acquire(soon(50), false).await,
+        Err(AcquireError::QueueTimeout)
+    ));
+}
+
+#[tokio::test]
+async fn a_connection_read_to_the_end_is_reused() {
+    use tokio::io::AsyncWriteExt as _;
+    let b = backend();
+    let (_tx, rx) = watch::channel(ready(1, &b.path, 1));
+    let pool = UpstreamPool::new(rx, settings());
+    let mut l = pool.acquire(soon(500), false).await.unwrap();
+    while b.accepted.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut server = b.accepted.lock().unwrap().pop().unwrap();
+    server.write_all(b"response").await.unwrap();
+    // Read exactly what came: readiness still says "readable" afterwards.
+    let (up, buf) = l.parts();
+    while buf.len() < 8 {
+        up.read_buf(buf).await.unwrap();
+    }
+    buf.clear();
+    l.release();
+    assert_eq!(
+        pool.idle_count(),
+        1,
+        "a stale readable flag must not drop it"
+    );
+    assert!(pool.acquire(soon(500), false).await.unwrap().reused);
+    drop(server);
+}
+
+#[tokio::test]
+async fn a_replay_after_php_fpm_died_waits_for_the_restarted_one() {
+    let b1 = backend();
+    let (tx, rx) = watch::channel(ready(1, &b1.path, 1));
+    let pool = UpstreamPool::new(rx, settings());
+    tokio::spawn(pool.clone().maintain(CancellationToken::new()));
+    let mut lease = pool.acquire(soon(500), false).await.unwrap();
+    // php-fpm is killed: its socket is gone.
+    std::fs::remove_file(&b1.path).unwrap();
+    let b2 = backend();
+    let path2 = b2.path.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tx.send(PhpFpmState::Restarting).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tx.send(ready(2, &path2, 1)).unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    lease.reconnect(soon(3000)).await.unwrap();
+    assert!(!lease.reused);
+    while b2.accepted.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Released into the new generation's pool.
+    lease.release();
+    assert_eq!(pool.idle_count(), 1);
+}
