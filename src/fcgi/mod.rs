@@ -10,7 +10,6 @@ pub mod health;
 pub mod io;
 pub mod listener;
 pub mod pool;
-pub mod standalone;
 
 use std::sync::Arc;
 use std::time::Duration;
