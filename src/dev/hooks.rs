@@ -1,6 +1,8 @@
 //! Running one rebuild hook: `sh -c <run>` in the project directory, in its
-//! own process group, its stdout and stderr streamed line by line into the
-//! log under the hook's name; the last lines are kept for the failure report.
+//! own process group, its output (stdout and stderr on one pipe, so their
+//! lines keep the order the hook wrote them in) streamed line by line into
+//! the log under the hook's name; the last lines are kept for the failure
+//! report.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -50,13 +52,24 @@ impl Drop for GroupGuard {
 pub async fn run(hook: &Hook, base_dir: &Path) -> Outcome {
     info!(hook = %hook.name, run = %hook.run, "running hook");
     let started = std::time::Instant::now();
+    let pipe = tokio::net::unix::pipe::pipe().and_then(|(tx, rx)| {
+        let out = tx.into_blocking_fd()?;
+        let err = out.try_clone()?;
+        Ok((rx, out, err))
+    });
+    let (output, out_fd, err_fd) = match pipe {
+        Ok(p) => p,
+        Err(e) => return Outcome::NotStarted(format!("cannot create a pipe: {e}")),
+    };
+    // The command (and with it the pipe's write ends) is dropped right after
+    // spawning, so the read end sees EOF when the hook's processes exit.
     let mut child = match tokio::process::Command::new("sh")
         .arg("-c")
         .arg(&hook.run)
         .current_dir(base_dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(out_fd))
+        .stderr(Stdio::from(err_fd))
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
@@ -71,9 +84,8 @@ pub async fn run(hook: &Hook, base_dir: &Path) -> Outcome {
         pgid: child.id().map(|p| p as i32),
     };
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
-    let out = stream_lines(child.stdout.take(), &hook.name, "stdout", tail.clone());
-    let err = stream_lines(child.stderr.take(), &hook.name, "stderr", tail.clone());
-    let (status, (), ()) = tokio::join!(child.wait(), out, err);
+    let lines = stream_lines(output, &hook.name, tail.clone());
+    let (status, ()) = tokio::join!(child.wait(), lines);
     guard.pgid = None;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let status: ExitStatus = match status {
@@ -100,12 +112,10 @@ pub async fn run(hook: &Hook, base_dir: &Path) -> Outcome {
 
 /// Logs each line of `pipe` under the hook's name, keeping the last ones.
 async fn stream_lines(
-    pipe: Option<impl AsyncRead + Unpin>,
+    pipe: impl AsyncRead + Unpin,
     hook: &str,
-    stream: &'static str,
     tail: Arc<Mutex<VecDeque<String>>>,
 ) {
-    let Some(pipe) = pipe else { return };
     let mut reader = BufReader::new(pipe);
     let mut buf = Vec::new();
     loop {
@@ -116,7 +126,7 @@ async fn stream_lines(
         }
         let line = String::from_utf8_lossy(&buf);
         let line = line.trim_end_matches(['\n', '\r']).to_string();
-        info!(hook, stream, "{line}");
+        info!(hook, "{line}");
         let mut t = tail.lock().expect("tail lock");
         if t.len() == TAIL_LINES {
             t.pop_front();
