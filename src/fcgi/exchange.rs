@@ -147,6 +147,7 @@ pub async fn run(
         limits: &limits,
         stdin_open: !job.stdin_done,
         got_any: false,
+        replayed: false,
         stdout_sent: false,
         deadline,
     };
@@ -195,6 +196,9 @@ struct Exchange<'a> {
     stdin_open: bool,
     /// php-fpm sent at least one byte of this response.
     got_any: bool,
+    /// A request is replayed at most once: a second death is the request's
+    /// own doing (or php-fpm is really gone), not a stale connection.
+    replayed: bool,
     /// A STDOUT record went downstream: errors can no longer be reported.
     stdout_sent: bool,
     deadline: Instant,
@@ -305,7 +309,10 @@ impl Exchange<'_> {
     }
 
     /// The connection died. Replays on a fresh one when nothing of the
-    /// response came and the request is safe to replay.
+    /// response came and the request is safe to replay: a dead pooled
+    /// connection, or a fresh one whose php-fpm died under it (a crash or a
+    /// kill while the supervisor restarts it; `reconnect` waits for the new
+    /// php-fpm). At most once per request.
     async fn dead(
         &mut self,
         lease: &mut Lease,
@@ -313,18 +320,18 @@ impl Exchange<'_> {
         first: &mut usize,
         why: &'static str,
     ) -> Replay {
-        if self.got_any || !lease.reused || !self.job.replayable {
+        if self.got_any || self.replayed || !self.job.replayable {
             if !lease.reused && !self.got_any {
                 self.pool.report_failure();
             }
             return Replay::No(Outcome::Fail(502, why));
         }
+        self.replayed = true;
         tracing::debug!(why, "pooled php-fpm connection was dead; replaying");
         let replay_deadline = (self.job.arrived + self.limits.queue)
             .max(Instant::now() + self.limits.queue / 2)
             .min(self.deadline);
         if lease.reconnect(replay_deadline).await.is_err() {
-            self.pool.report_failure();
             return Replay::No(Outcome::Fail(502, "php-fpm unreachable"));
         }
         pending.clear();

@@ -108,9 +108,13 @@ impl Lease {
                 }
                 Err(e) => e,
             };
-            if !is_saturation(&err) {
-                self.pool.breaker.lock().unwrap().failure(Instant::now());
-            }
+            // A failure counts for the breaker only when the supervisor does
+            // not explain it with a new php-fpm before `deadline`.
+            let count_failure = || {
+                if !is_saturation(&err) {
+                    self.pool.breaker.lock().unwrap().failure(Instant::now());
+                }
+            };
             let next = tokio::time::timeout_at(
                 deadline,
                 state.wait_for(|s| match s {
@@ -132,7 +136,10 @@ impl Lease {
                     }
                     _ => return Err(err),
                 },
-                _ => return Err(err),
+                _ => {
+                    count_failure();
+                    return Err(err);
+                }
             }
         }
     }
@@ -340,13 +347,17 @@ impl UpstreamPool {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err(e) => {
-                    self.report_failure();
                     // php-fpm may be restarting: wait a little for the
-                    // supervisor to say so, then try again; else give up.
+                    // supervisor to say so, then try again. Only a failure
+                    // the supervisor does not explain counts for the breaker,
+                    // so a restart never opens it.
                     let wait = (Instant::now() + inner.settings.connect_timeout).min(deadline);
                     match tokio::time::timeout_at(wait, state.changed()).await {
                         Ok(Ok(())) => continue,
-                        _ => return Err(AcquireError::Unreachable(e)),
+                        _ => {
+                            self.report_failure();
+                            return Err(AcquireError::Unreachable(e));
+                        }
                     }
                 }
             }
