@@ -39,7 +39,13 @@ pub struct Rejected {
 /// The exit code for an error: the first cause that knows its code.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if cause.is::<ConfigError>() || cause.is::<Rejected>() {
+        if cause.is::<ConfigError>()
+            || cause.is::<Rejected>()
+            || matches!(
+                cause.downcast_ref(),
+                Some(crate::phpfpm_test::TestError::Rejected(_))
+            )
+        {
             return CONFIG;
         }
         if cause.is::<NotFound>() {

@@ -251,3 +251,25 @@ fn run_dev_serves_http_runs_hooks_and_reloads_on_config_edits() {
     let mut t = t;
     assert_eq!(t.wait(secs(20)).code(), Some(0), "{}", t.log_text());
 }
+
+#[test]
+fn run_exits_78_when_php_fpm_rejects_the_rendered_config() {
+    let p = Project::new();
+    let cfg = p.write(
+        "tqsup.yaml",
+        &format!(
+            "php_fpm:\n  user: tqsup-no-such-user\nforward:\n  listen: 127.0.0.1:{}\n",
+            free_port()
+        ),
+    );
+    let mut t = Guard::spawn(
+        tqsup().args(["run", "-c"]).arg(&cfg).current_dir(p.path()),
+        p.join("tqsup.log"),
+    );
+    assert_eq!(t.wait(secs(20)).code(), Some(78), "{}", t.log_text());
+    assert!(
+        t.log_text().contains("php-fpm rejected") && t.log_text().contains("tqsup-no-such-user"),
+        "{}",
+        t.log_text()
+    );
+}
