@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::breaker::Breaker;
 use super::io::Stream;
 use crate::config::Endpoint;
+use crate::metrics::{self, GaugeGuard};
 use crate::upstream::PhpFpmState;
 
 /// The pool's fixed settings.
@@ -47,6 +48,10 @@ struct Idle {
     buf: BytesMut,
     generation: u64,
     since: Instant,
+    /// Counts the connection in `upstream_connections_open`.
+    open: GaugeGuard,
+    /// Counts it in `upstream_connections_idle`.
+    _idle: GaugeGuard,
 }
 
 struct Inner {
@@ -81,6 +86,10 @@ pub struct Lease {
     pub buf: BytesMut,
     /// Whether the connection was pooled (so it may have died while idle).
     pub reused: bool,
+    /// Counts the connection in `upstream_connections_open`.
+    open: GaugeGuard,
+    /// Counts it in `upstream_connections_busy`.
+    _busy: GaugeGuard,
 }
 
 impl Lease {
@@ -109,6 +118,7 @@ impl Lease {
                 Err(e) => e,
             };
             if !is_saturation(&err) {
+                metrics::global().upstream_connect_errors.inc();
                 self.pool.breaker.lock().unwrap().failure(Instant::now());
             }
             let next = tokio::time::timeout_at(
@@ -152,6 +162,8 @@ impl Lease {
             buf: self.buf,
             generation: self.generation,
             since: Instant::now(),
+            open: self.open,
+            _idle: metrics::global().hold(|m| &m.upstream_idle),
         });
     }
 }
@@ -280,12 +292,15 @@ impl UpstreamPool {
         if !probe && !inner.breaker.lock().unwrap().allows_request(Instant::now()) {
             return Err(AcquireError::BreakerOpen);
         }
+        let queued = (!probe).then(|| metrics::global().hold(|m| &m.queue_depth));
         let permit =
             match tokio::time::timeout_at(deadline, inner.permits.clone().acquire_owned()).await {
                 Ok(Ok(p)) => p,
                 Ok(Err(_)) => return Err(AcquireError::Stopped),
                 Err(_) => return Err(AcquireError::QueueTimeout),
             };
+        drop(queued);
+        let m = metrics::global();
         let mut state = inner.state.clone();
         loop {
             let (generation, endpoint) = {
@@ -318,6 +333,8 @@ impl UpstreamPool {
                     conn: i.conn,
                     buf: i.buf,
                     reused: true,
+                    open: i.open,
+                    _busy: m.hold(|m| &m.upstream_busy),
                 });
             }
             match connect(&endpoint, inner.settings.connect_timeout).await {
@@ -330,6 +347,8 @@ impl UpstreamPool {
                         conn,
                         buf: BytesMut::with_capacity(16 * 1024),
                         reused: false,
+                        open: m.hold(|m| &m.upstream_open),
+                        _busy: m.hold(|m| &m.upstream_busy),
                     });
                 }
                 Err(e) if is_saturation(&e) => {
@@ -340,6 +359,7 @@ impl UpstreamPool {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err(e) => {
+                    m.upstream_connect_errors.inc();
                     self.report_failure();
                     // php-fpm may be restarting: wait a little for the
                     // supervisor to say so, then try again; else give up.
