@@ -97,7 +97,13 @@ async fn run_async(config: Config, dev: bool) -> anyhow::Result<u8> {
     let forwarder = config.forward.enabled.then(|| {
         let token = root.child_token();
         let fwd = TaskTracker::new();
-        let (cfg, state, paths, stop, root) = (shared.clone(), state_rx.clone(), paths.clone(), token.clone(), root.clone());
+        let (cfg, state, paths, stop, root) = (
+            shared.clone(),
+            state_rx.clone(),
+            paths.clone(),
+            token.clone(),
+            root.clone(),
+        );
         fwd.spawn(async move {
             if let Err(e) = crate::fcgi::run_forwarder(cfg, state, paths, stop).await {
                 tracing::error!("forward listener: {e:#}");
@@ -109,7 +115,12 @@ async fn run_async(config: Config, dev: bool) -> anyhow::Result<u8> {
     // dev mode: watcher, hooks, dev HTTP front (Control::Reload = SIGHUP).
     if dev && let Some(endpoint) = &php_endpoint {
         let target = crate::dev::PhpTarget::for_config(&config, endpoint);
-        let (cfg, control, stop, root) = (shared.clone(), control_tx.clone(), root.child_token(), root.clone());
+        let (cfg, control, stop, root) = (
+            shared.clone(),
+            control_tx.clone(),
+            root.child_token(),
+            root.clone(),
+        );
         tracker.spawn(async move {
             if let Err(e) = crate::dev::run_dev(cfg, control, target, stop).await {
                 tracing::error!("dev mode: {e:#}");

@@ -357,6 +357,23 @@ impl Metrics {
         for ((c, _), (name, help)) in m.pool_counters.iter().zip(pool_counter_names) {
             r.register(name, help, c.clone());
         }
+        // Known label values start at 0, so rates and alerts see them
+        // before the first event (hook names are only known at run time).
+        for reason in ["exit", "liveness", "ready_timeout", "requested"] {
+            let _ = m.restarts.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
+        for result in ["ok", "failed"] {
+            let _ = m.reloads.get_or_create(&ResultLabel {
+                result: result.into(),
+            });
+        }
+        for state in ["closed", "half_open", "open"] {
+            let _ = m.breaker_transitions.get_or_create(&StateLabel {
+                state: state.into(),
+            });
+        }
         Metrics { registry: r, ..m }
     }
 
@@ -409,7 +426,8 @@ impl Metrics {
         }
     }
 
-    /// php-fpm was (re)started; `reason` is `crash`, `liveness`, `hook`, …
+    /// A php-fpm restart was scheduled; `reason` is `exit` (it ended on its
+    /// own), `liveness` (stopped answering), `ready_timeout` or `requested`.
     pub fn php_fpm_restarted(&self, reason: &str) {
         self.restarts
             .get_or_create(&ReasonLabel {
@@ -487,6 +505,13 @@ impl Metrics {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         (now.as_secs_f64() - start).max(0.0)
+    }
+
+    /// Whether php-fpm answered the supervisor's last ping; None when tqsup
+    /// does not launch php-fpm (forward-only: nothing pings it but the
+    /// forwarder's health probe, which drives the breaker).
+    pub fn php_fpm_answering(&self) -> Option<bool> {
+        (self.start_time.get() != 0.0).then(|| self.php_fpm_up.get() == 1)
     }
 
     /// Total php-fpm restarts so far (all reasons).
