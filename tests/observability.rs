@@ -32,7 +32,16 @@ struct Stack {
 impl Stack {
     /// `health` is the `forward.health` flow mapping's body.
     fn start(health: &str, supervisor: &str) -> Stack {
-        let project = Project::new();
+        Stack::start_in(Project::new(), health, supervisor, None)
+    }
+
+    /// As [`Stack::start`], in `project`, with systemd's `NOTIFY_SOCKET`.
+    fn start_in(
+        project: Project,
+        health: &str,
+        supervisor: &str,
+        notify_socket: Option<&Path>,
+    ) -> Stack {
         project.write(
             "public/index.php",
             "<?php echo 'hello ', $_GET['n'] ?? '', \"\\n\";\n",
@@ -56,14 +65,15 @@ impl Stack {
             sock = project.join("fpm.sock").display(),
         );
         project.write("tqsup.yaml", &yaml);
-        let tqsup = Guard::spawn(
-            tqsup()
-                .args(["run", "-c"])
-                .arg(project.join("tqsup.yaml"))
-                .env("RUNTIME_DIRECTORY", project.join("run"))
-                .current_dir(project.path()),
-            project.join("tqsup.log"),
-        );
+        let mut cmd = tqsup();
+        cmd.args(["run", "-c"])
+            .arg(project.join("tqsup.yaml"))
+            .env("RUNTIME_DIRECTORY", project.join("run"))
+            .current_dir(project.path());
+        if let Some(p) = notify_socket {
+            cmd.env("NOTIFY_SOCKET", p);
+        }
+        let tqsup = Guard::spawn(&mut cmd, project.join("tqsup.log"));
         let s = Stack {
             project,
             forward,
@@ -635,6 +645,52 @@ fn check_summary(s: &str) {
     );
     let r = tail[2].strip_suffix(" restarts").expect(s);
     assert!(r.parse::<u64>().is_ok(), "{s}");
+}
+
+#[test]
+fn sd_notify_status_is_the_summary_of_status() {
+    use std::os::unix::net::UnixDatagram;
+    let project = Project::new();
+    let path = project.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(secs(10))).unwrap();
+    let s = Stack::start_in(
+        project,
+        "interval_ms: 100, timeout_ms: 1000, failure_threshold: 3",
+        "",
+        Some(&path),
+    );
+    let mut buf = vec![0u8; 4096];
+    let mut ready_seen = false;
+    let mut statuses = Vec::new();
+    // READY=1 with STATUS=, then refreshed STATUS= at each answered ping.
+    while statuses.len() < 3 {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no sd_notify message ({e}); log:\n{}", s.tqsup.log_text()));
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        ready_seen |= msg.lines().any(|l| l == "READY=1");
+        statuses.extend(
+            msg.lines()
+                .filter_map(|l| l.strip_prefix("STATUS="))
+                .map(str::to_string),
+        );
+    }
+    assert!(ready_seen, "{statuses:?}");
+    for st in &statuses {
+        check_summary(st);
+        assert!(st.starts_with("php-fpm ready (generation 1); "), "{st}");
+    }
+    let (_, _, body) = s.http("/status");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let summary = status["summary"].as_str().unwrap();
+    check_summary(summary);
+    // The same line, but /status knows php-fpm's children (it scrapes).
+    let without_children: Vec<&str> = summary
+        .split("; ")
+        .filter(|p| !p.contains(" children: "))
+        .collect();
+    assert_eq!(&without_children.join("; "), statuses.last().unwrap());
 }
 
 #[test]

@@ -298,6 +298,10 @@ impl Supervisor {
             Ok(()) => {
                 self.failures = 0;
                 metrics::global().php_fpm_up.set(1);
+                if std::env::var_os("NOTIFY_SOCKET").is_some() {
+                    // Keeps `systemctl status` current (in flight, queued, …).
+                    sd_status(&self.published.borrow());
+                }
                 if sd_notify::watchdog_enabled().is_some() {
                     sd(&[NotifyState::Watchdog]);
                 }
