@@ -75,7 +75,8 @@ impl AdminView {
         status
     }
 
-    /// Why tqsup is not ready, or None when it is.
+    /// Why tqsup is not ready, or None when it is: php-fpm is up, answered
+    /// the supervisor's last ping, and the forwarder's breaker is closed.
     pub fn not_ready_reason(&self) -> Option<String> {
         match &*self.state.borrow() {
             PhpFpmState::Ready { .. } => {}
@@ -83,7 +84,11 @@ impl AdminView {
             PhpFpmState::Restarting => return Some("php-fpm is restarting".into()),
             PhpFpmState::Stopped => return Some("tqsup is stopping".into()),
         }
-        match metrics::global().breaker_state() {
+        let m = metrics::global();
+        if m.php_fpm_answering() == Some(false) {
+            return Some("php-fpm did not answer its last ping".into());
+        }
+        match m.breaker_state() {
             BreakerState::Closed => None,
             BreakerState::HalfOpen => {
                 Some("circuit breaker half-open: php-fpm failed its probes".into())
@@ -145,7 +150,9 @@ async fn handle(
             view.pool_status().await;
             response(
                 StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
+                // What prometheus-client's text encoder writes (`# EOF`,
+                // `# UNIT`, counters' `_total`); Prometheus scrapes it.
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 metrics::global().encode(),
             )
         }

@@ -60,10 +60,14 @@ pub enum ForwardError {
     Timeout,
     BadRequest,
     ClientAborted,
+    /// A request for php-fpm's ping or status path (answered 404).
+    InternalPath,
+    /// More requests multiplexed on one connection than allowed (503).
+    TooManyRequests,
 }
 
 impl ForwardError {
-    const ALL: [ForwardError; 7] = [
+    const ALL: [ForwardError; 9] = [
         ForwardError::QueueTimeout,
         ForwardError::BreakerOpen,
         ForwardError::UpstreamUnreachable,
@@ -71,6 +75,8 @@ impl ForwardError {
         ForwardError::Timeout,
         ForwardError::BadRequest,
         ForwardError::ClientAborted,
+        ForwardError::InternalPath,
+        ForwardError::TooManyRequests,
     ];
 
     fn name(self) -> &'static str {
@@ -82,6 +88,8 @@ impl ForwardError {
             ForwardError::Timeout => "timeout",
             ForwardError::BadRequest => "bad_request",
             ForwardError::ClientAborted => "client_aborted",
+            ForwardError::InternalPath => "internal_path",
+            ForwardError::TooManyRequests => "too_many_requests",
         }
     }
 }
@@ -121,7 +129,7 @@ pub struct PoolStatus {
 pub struct Metrics {
     registry: Registry,
     requests: [Counter; 6],
-    errors: [Counter; 7],
+    errors: [Counter; 9],
     /// Requests being forwarded now.
     pub in_flight: Gauge,
     /// Requests waiting for a php-fpm connection now.
@@ -349,6 +357,23 @@ impl Metrics {
         for ((c, _), (name, help)) in m.pool_counters.iter().zip(pool_counter_names) {
             r.register(name, help, c.clone());
         }
+        // Known label values start at 0, so rates and alerts see them
+        // before the first event (hook names are only known at run time).
+        for reason in ["exit", "liveness", "ready_timeout", "requested"] {
+            let _ = m.restarts.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
+        for result in ["ok", "failed"] {
+            let _ = m.reloads.get_or_create(&ResultLabel {
+                result: result.into(),
+            });
+        }
+        for state in ["closed", "half_open", "open"] {
+            let _ = m.breaker_transitions.get_or_create(&StateLabel {
+                state: state.into(),
+            });
+        }
         Metrics { registry: r, ..m }
     }
 
@@ -363,11 +388,16 @@ impl Metrics {
     }
 
     pub fn forward_error(&self, kind: ForwardError) {
-        self.errors[ForwardError::ALL
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or(0)]
-        .inc();
+        // ALL lists the variants in declaration order.
+        self.errors[kind as usize].inc();
+    }
+
+    /// Increments `gauge` until the returned guard is dropped (a request in
+    /// flight, a request in the queue, a connection open).
+    pub fn hold(&'static self, gauge: fn(&Metrics) -> &Gauge) -> GaugeGuard {
+        let g = gauge(self);
+        g.inc();
+        GaugeGuard(g)
     }
 
     pub fn queue_waited(&self, waited: Duration) {
@@ -396,7 +426,8 @@ impl Metrics {
         }
     }
 
-    /// php-fpm was (re)started; `reason` is `crash`, `liveness`, `hook`, …
+    /// A php-fpm restart was scheduled; `reason` is `exit` (it ended on its
+    /// own), `liveness` (stopped answering), `ready_timeout` or `requested`.
     pub fn php_fpm_restarted(&self, reason: &str) {
         self.restarts
             .get_or_create(&ReasonLabel {
@@ -476,6 +507,13 @@ impl Metrics {
         (now.as_secs_f64() - start).max(0.0)
     }
 
+    /// Whether php-fpm answered the supervisor's last ping; None when tqsup
+    /// does not launch php-fpm (forward-only: nothing pings it but the
+    /// forwarder's health probe, which drives the breaker).
+    pub fn php_fpm_answering(&self) -> Option<bool> {
+        (self.start_time.get() != 0.0).then(|| self.php_fpm_up.get() == 1)
+    }
+
     /// Total php-fpm restarts so far (all reasons).
     pub fn restarts_total(&self) -> u64 {
         self.restarts_sum.load(Ordering::Relaxed)
@@ -489,6 +527,22 @@ impl Metrics {
     }
 }
 
+/// Keeps a gauge incremented while it lives (see [`Metrics::hold`]).
+#[must_use = "the gauge goes back down when this is dropped"]
+pub struct GaugeGuard(&'static Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl std::fmt::Debug for GaugeGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GaugeGuard")
+    }
+}
+
 /// The process-wide metrics.
 pub fn global() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -498,6 +552,29 @@ pub fn global() -> &'static Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_kinds_index_their_counters() {
+        for (i, k) in ForwardError::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{k:?}");
+        }
+        let m = Metrics::new();
+        m.forward_error(ForwardError::TooManyRequests);
+        assert!(
+            m.encode()
+                .contains("tqsup_forward_errors_total{kind=\"too_many_requests\"} 1")
+        );
+    }
+
+    #[test]
+    fn a_held_gauge_goes_back_down() {
+        // Not the global one: other tests move its gauges concurrently.
+        let m: &'static Metrics = Box::leak(Box::new(Metrics::new()));
+        let g = m.hold(|m| &m.queue_depth);
+        assert_eq!(m.queue_depth.get(), 1);
+        drop(g);
+        assert_eq!(m.queue_depth.get(), 0);
+    }
 
     #[test]
     fn names_follow_conventions_and_counts_add_up() {

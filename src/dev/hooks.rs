@@ -77,6 +77,7 @@ pub async fn run(hook: &Hook, base_dir: &Path) -> Outcome {
         Ok(c) => c,
         Err(e) => {
             warn!(hook = %hook.name, error = %e, "hook could not be started");
+            crate::metrics::global().hook_run(&hook.name, false);
             return Outcome::NotStarted(e.to_string());
         }
     };
@@ -90,8 +91,12 @@ pub async fn run(hook: &Hook, base_dir: &Path) -> Outcome {
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let status: ExitStatus = match status {
         Ok(s) => s,
-        Err(e) => return Outcome::NotStarted(e.to_string()),
+        Err(e) => {
+            crate::metrics::global().hook_run(&hook.name, false);
+            return Outcome::NotStarted(e.to_string());
+        }
     };
+    crate::metrics::global().hook_run(&hook.name, status.success());
     if status.success() {
         info!(hook = %hook.name, elapsed_ms, "hook succeeded");
         return Outcome::Succeeded;

@@ -21,7 +21,8 @@ pub enum BreakerState {
     },
 }
 
-/// Consecutive-failures breaker; pure, time passed in.
+/// Consecutive-failures breaker; time passed in. State changes are mirrored
+/// in the `tqsup_forward_breaker_state` metric.
 #[derive(Debug, Clone)]
 pub struct Breaker {
     /// Consecutive failures that open it (≥ 1).
@@ -70,7 +71,10 @@ impl Breaker {
     /// A request or probe reached php-fpm and got a whole response.
     pub fn success(&mut self) {
         self.failures = 0;
-        self.state = BreakerState::Closed;
+        if self.state != BreakerState::Closed {
+            self.state = BreakerState::Closed;
+            crate::metrics::global().breaker(crate::metrics::BreakerState::Closed);
+        }
     }
 
     /// A real failure: connect refused, reset, php-fpm gone.
@@ -104,6 +108,7 @@ impl Breaker {
         self.state = BreakerState::Open {
             until: now + self.open_for,
         };
+        crate::metrics::global().breaker(crate::metrics::BreakerState::Open);
     }
 
     fn tick(&mut self, now: Instant) {
@@ -111,6 +116,7 @@ impl Breaker {
             && now >= until
         {
             self.state = BreakerState::HalfOpen { probing: false };
+            crate::metrics::global().breaker(crate::metrics::BreakerState::HalfOpen);
         }
     }
 }

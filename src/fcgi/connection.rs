@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::codec::{self, HEADER_LEN};
 use super::exchange::{self, Down, Job, StdinMsg, error_response};
 use super::listener::Ctx;
+use crate::metrics::{self, ForwardError};
 
 /// Requests multiplexed on one connection at once; more get a 503.
 const MAX_REQUESTS_PER_CONN: usize = 128;
@@ -106,7 +107,9 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken) 
                     }
                     break;
                 }
-                Ok(_) => {}
+                Ok(n) => {
+                    metrics::global().received_bytes.inc_by(n as u64);
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "FastCGI client connection read error");
                     break;
@@ -144,6 +147,13 @@ impl Conn {
     fn answer(&mut self, idx: usize, status: u16) {
         let s = self.slots.swap_remove(idx);
         tracing::info!(status, request_id = s.id, "request answered locally");
+        let m = metrics::global();
+        m.forward_error(match status {
+            404 => ForwardError::InternalPath,
+            503 => ForwardError::TooManyRequests,
+            _ => ForwardError::BadRequest,
+        });
+        m.request_done(status, s.arrived.elapsed());
         self.out.extend_from_slice(&error_response(s.id, status));
         if !s.keep_conn {
             self.out_then_close();
@@ -252,6 +262,9 @@ impl Conn {
             }
             _ => {
                 let s = self.slots.swap_remove(idx);
+                let m = metrics::global();
+                m.forward_error(ForwardError::ClientAborted);
+                m.request_done(0, s.arrived.elapsed());
                 codec::encode_end(&mut self.out, id, 0, codec::REQUEST_COMPLETE);
                 if !s.keep_conn {
                     self.out_then_close();

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::codec::{self, END_REQUEST, STDERR, STDOUT};
 use super::io::{self, Stream};
 use super::pool::{AcquireError, Lease, UpstreamPool};
+use crate::metrics::{self, ForwardError};
 
 /// The downstream connection as request tasks see it: one writer at a time.
 pub struct Down {
@@ -34,8 +35,12 @@ impl Down {
         if self.done.is_cancelled() {
             return false;
         }
+        let len: usize = bufs.iter().map(Bytes::len).sum();
         match io::write_all(&self.stream, bufs, self.write_timeout).await {
-            Ok(()) => true,
+            Ok(()) => {
+                metrics::global().sent_bytes.inc_by(len as u64);
+                true
+            }
             Err(e) => {
                 tracing::info!(error = %e, "FastCGI client connection lost while writing");
                 self.done.cancel();
@@ -111,60 +116,97 @@ async fn finish(down: &Down, job: &Job, mut bufs: Vec<Bytes>) {
 }
 
 /// Runs one request to its end. `abort` fires on FCGI_ABORT_REQUEST or when
-/// the client connection is finished (`down.done`).
+/// the client connection is finished (`down.done`). Every request is counted
+/// once in the metrics, when it ends, with the status its client got (0:
+/// none).
 pub async fn run(
     job: Job,
-    mut stdin: mpsc::Receiver<StdinMsg>,
+    stdin: mpsc::Receiver<StdinMsg>,
     down: Arc<Down>,
     pool: UpstreamPool,
     limits: Limits,
     abort: CancellationToken,
 ) {
+    let m = metrics::global();
+    let _in_flight = m.hold(|m| &m.in_flight);
+    let (status, error) = run_inner(&job, stdin, &down, &pool, &limits, &abort).await;
+    if let Some(kind) = error {
+        m.forward_error(kind);
+    }
+    m.request_done(status, job.arrived.elapsed());
+}
+
+/// [`run`]'s work: the status the client got (0: none) and what went wrong.
+async fn run_inner(
+    job: &Job,
+    mut stdin: mpsc::Receiver<StdinMsg>,
+    down: &Down,
+    pool: &UpstreamPool,
+    limits: &Limits,
+    abort: &CancellationToken,
+) -> (u16, Option<ForwardError>) {
     let deadline = job.arrived + limits.request;
     let queue_deadline = (job.arrived + limits.queue).min(deadline);
     let lease = tokio::select! {
         r = pool.acquire(queue_deadline, false) => r,
-        _ = abort.cancelled() => return aborted(&down, &job, &mut stdin).await,
+        _ = abort.cancelled() => {
+            aborted(down, job, &mut stdin).await;
+            return (0, Some(ForwardError::ClientAborted));
+        }
     };
     let lease = match lease {
         Ok(l) => l,
         Err(e) => {
-            let status = match e {
-                AcquireError::QueueTimeout | AcquireError::BreakerOpen | AcquireError::Stopped => {
-                    503
-                }
-                AcquireError::Unreachable(_) => 502,
+            let (status, kind) = match e {
+                AcquireError::QueueTimeout => (503, ForwardError::QueueTimeout),
+                AcquireError::BreakerOpen => (503, ForwardError::BreakerOpen),
+                AcquireError::Stopped => (503, ForwardError::UpstreamUnreachable),
+                AcquireError::Unreachable(_) => (502, ForwardError::UpstreamUnreachable),
             };
             tracing::warn!(error = %e, status, "request not forwarded");
             stdin.close();
-            return finish(&down, &job, vec![error_response(job.id, status)]).await;
+            finish(down, job, vec![error_response(job.id, status)]).await;
+            return (status, Some(kind));
         }
     };
+    let leased = Instant::now();
+    metrics::global().queue_waited(leased - job.arrived);
     let mut ex = Exchange {
-        job: &job,
-        down: &down,
-        pool: &pool,
-        limits: &limits,
+        job,
+        down,
+        pool,
+        limits,
         stdin_open: !job.stdin_done,
         got_any: false,
         replayed: false,
         stdout_sent: false,
+        status: 0,
         deadline,
     };
-    match ex.pump(lease, &mut stdin, &abort).await {
-        Outcome::Done => {}
-        Outcome::Aborted => aborted(&down, &job, &mut stdin).await,
+    match ex.pump(lease, leased, &mut stdin, abort).await {
+        Outcome::Done => (ex.status, None),
+        Outcome::Aborted => {
+            aborted(down, job, &mut stdin).await;
+            (ex.status, Some(ForwardError::ClientAborted))
+        }
         Outcome::Fail(status, why) => {
             stdin.close();
+            let kind = match status {
+                504 => ForwardError::Timeout,
+                400 => ForwardError::BadRequest,
+                _ => ForwardError::UpstreamClosed,
+            };
             if ex.stdout_sent {
                 tracing::warn!(
                     why,
                     "response cut after its headers; closing the client connection"
                 );
                 down.done.cancel();
+                (ex.status, Some(kind))
             } else {
                 tracing::warn!(why, status, "request failed");
-                finish(&down, &job, vec![error_response(job.id, status)]).await;
+                finish(down, job, vec![error_response(job.id, status)]).await;
+                (status, Some(kind))
             }
         }
     }
@@ -201,6 +243,8 @@ struct Exchange<'a> {
     replayed: bool,
     /// A STDOUT record went downstream: errors can no longer be reported.
     stdout_sent: bool,
+    /// The response's status, from its first STDOUT record (for metrics).
+    status: u16,
     deadline: Instant,
 }
 
@@ -208,6 +252,7 @@ impl Exchange<'_> {
     async fn pump(
         &mut self,
         mut lease: Lease,
+        leased: Instant,
         stdin: &mut mpsc::Receiver<StdinMsg>,
         abort: &CancellationToken,
     ) -> Outcome {
@@ -215,7 +260,7 @@ impl Exchange<'_> {
         let mut first = 0;
         // Activity only moves a timestamp; the one timer is re-armed when it
         // fires early (no timer-wheel work per record).
-        let mut read_deadline = Instant::now() + self.limits.read;
+        let mut read_deadline = leased + self.limits.read;
         let timer = tokio::time::sleep_until(self.deadline.min(read_deadline));
         tokio::pin!(timer);
         let aborted = abort.cancelled();
@@ -334,6 +379,7 @@ impl Exchange<'_> {
         if lease.reconnect(replay_deadline).await.is_err() {
             return Replay::No(Outcome::Fail(502, "php-fpm unreachable"));
         }
+        metrics::global().replays.inc();
         pending.clear();
         pending.push(self.job.head.clone());
         *first = 0;
@@ -357,6 +403,11 @@ impl Exchange<'_> {
                 return Step::Fail(Outcome::Fail(502, "unexpected FastCGI record from php-fpm"));
             }
             codec::set_request_id(&mut buf[at..], self.job.id);
+            if h.kind == STDOUT && self.status == 0 && h.content_len > 0 {
+                let start = at + codec::HEADER_LEN;
+                let content = &buf[start..start + h.content_len as usize];
+                self.status = cgi_status(content);
+            }
             stdout |= h.kind == STDOUT;
             at += n;
             if h.kind == END_REQUEST {
@@ -370,6 +421,7 @@ impl Exchange<'_> {
         let mut batch = Vec::with_capacity(2);
         if ended && !self.stdout_sent && !stdout {
             // nginx turns an END_REQUEST with no output into its own 502.
+            self.status = 502;
             let mut e = BytesMut::with_capacity(128);
             error_stdout(&mut e, self.job.id, 502);
             batch.push(e.freeze());
@@ -413,6 +465,20 @@ impl Replay {
     }
 }
 
+/// The status of a CGI response from the start of its first STDOUT record:
+/// php-fpm writes `Status:` first when it is not 200. Nothing else is
+/// parsed (the hot path): no leading `Status:` counts as 200.
+fn cgi_status(content: &[u8]) -> u16 {
+    match content.strip_prefix(b"Status: ") {
+        Some(rest) if rest.len() >= 3 => std::str::from_utf8(&rest[..3])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        Some(_) => 0,
+        None => 200,
+    }
+}
+
 /// One non-blocking `writev` of what is pending; true when it wrote.
 fn write_some(s: &Stream, pending: &mut [Bytes], first: &mut usize) -> std::io::Result<bool> {
     let mut slices = [std::io::IoSlice::new(&[]); 16];
@@ -428,5 +494,18 @@ fn write_some(s: &Stream, pending: &mut [Bytes], first: &mut usize) -> std::io::
         }
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cgi_status;
+
+    #[test]
+    fn status_from_the_first_stdout_record() {
+        assert_eq!(cgi_status(b"Status: 404 Not Found\r\nX: y\r\n\r\n"), 404);
+        assert_eq!(cgi_status(b"Content-type: text/html\r\n\r\nhi"), 200);
+        assert_eq!(cgi_status(b"Status: 5"), 0);
+        assert_eq!(cgi_status(b"Status: abc"), 0);
     }
 }

@@ -119,9 +119,12 @@ impl ForwardListener {
             });
             let ctx = self.ctx.clone();
             let shutdown = shutdown.clone();
+            let m = crate::metrics::global();
+            m.downstream_accepted.inc();
+            let open = m.hold(|m| &m.downstream_open);
             self.ctx.tracker.spawn(async move {
                 connection::serve(down, ctx, shutdown).await;
-                drop(permit);
+                drop((permit, open));
             });
         }
         let Self { bound, ctx, .. } = self;

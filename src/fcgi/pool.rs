@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::breaker::Breaker;
 use super::io::Stream;
 use crate::config::Endpoint;
+use crate::metrics::{self, GaugeGuard};
 use crate::upstream::PhpFpmState;
 
 /// The pool's fixed settings.
@@ -47,6 +48,10 @@ struct Idle {
     buf: BytesMut,
     generation: u64,
     since: Instant,
+    /// Counts the connection in `upstream_connections_open`.
+    open: GaugeGuard,
+    /// Counts it in `upstream_connections_idle`.
+    _idle: GaugeGuard,
 }
 
 struct Inner {
@@ -81,6 +86,10 @@ pub struct Lease {
     pub buf: BytesMut,
     /// Whether the connection was pooled (so it may have died while idle).
     pub reused: bool,
+    /// Counts the connection in `upstream_connections_open`.
+    open: GaugeGuard,
+    /// Counts it in `upstream_connections_busy`.
+    _busy: GaugeGuard,
 }
 
 impl Lease {
@@ -108,6 +117,9 @@ impl Lease {
                 }
                 Err(e) => e,
             };
+            if !is_saturation(&err) {
+                metrics::global().upstream_connect_errors.inc();
+            }
             // A failure counts for the breaker only when the supervisor does
             // not explain it with a new php-fpm before `deadline`.
             let count_failure = || {
@@ -159,6 +171,8 @@ impl Lease {
             buf: self.buf,
             generation: self.generation,
             since: Instant::now(),
+            open: self.open,
+            _idle: metrics::global().hold(|m| &m.upstream_idle),
         });
     }
 }
@@ -287,12 +301,15 @@ impl UpstreamPool {
         if !probe && !inner.breaker.lock().unwrap().allows_request(Instant::now()) {
             return Err(AcquireError::BreakerOpen);
         }
+        let queued = (!probe).then(|| metrics::global().hold(|m| &m.queue_depth));
         let permit =
             match tokio::time::timeout_at(deadline, inner.permits.clone().acquire_owned()).await {
                 Ok(Ok(p)) => p,
                 Ok(Err(_)) => return Err(AcquireError::Stopped),
                 Err(_) => return Err(AcquireError::QueueTimeout),
             };
+        drop(queued);
+        let m = metrics::global();
         let mut state = inner.state.clone();
         loop {
             let (generation, endpoint) = {
@@ -325,6 +342,8 @@ impl UpstreamPool {
                     conn: i.conn,
                     buf: i.buf,
                     reused: true,
+                    open: i.open,
+                    _busy: m.hold(|m| &m.upstream_busy),
                 });
             }
             match connect(&endpoint, inner.settings.connect_timeout).await {
@@ -337,6 +356,8 @@ impl UpstreamPool {
                         conn,
                         buf: BytesMut::with_capacity(16 * 1024),
                         reused: false,
+                        open: m.hold(|m| &m.upstream_open),
+                        _busy: m.hold(|m| &m.upstream_busy),
                     });
                 }
                 Err(e) if is_saturation(&e) => {
@@ -347,6 +368,7 @@ impl UpstreamPool {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err(e) => {
+                    m.upstream_connect_errors.inc();
                     // php-fpm may be restarting: wait a little for the
                     // supervisor to say so, then try again. Only a failure
                     // the supervisor does not explain counts for the breaker,

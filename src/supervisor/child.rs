@@ -170,6 +170,12 @@ impl PhpFpm {
     /// classify the exit.
     pub async fn finish(mut self) -> ExitKind {
         let status = self.wait().await;
+        {
+            use std::os::unix::process::ExitStatusExt;
+            let code = status.code().map(i64::from);
+            let code = code.or(status.signal().map(|s| -i64::from(s)));
+            crate::metrics::global().php_fpm_exited(code.unwrap_or(-1));
+        }
         self.kill();
         wait_group_gone(self.pid).await;
         for r in self.readers.drain(..) {

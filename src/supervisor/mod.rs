@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Endpoint;
 use crate::control::Control;
+use crate::metrics;
 use crate::probe;
 use crate::upstream::{InternalPaths, PhpFpmState};
 use backoff::Backoff;
@@ -77,6 +78,8 @@ pub struct Supervisor {
     generation: u64,
     /// READY=1 has been sent to systemd.
     notified_ready: bool,
+    /// Why the coming restart happens, for the restarts metric's label.
+    restart_cause: &'static str,
 }
 
 impl Supervisor {
@@ -111,6 +114,7 @@ impl Supervisor {
             waiting: None,
             generation: 0,
             notified_ready: false,
+            restart_cause: "exit",
         })
     }
 
@@ -121,6 +125,9 @@ impl Supervisor {
         let mut stop_seen = false;
         loop {
             while let Some(event) = events.pop_front() {
+                if let Some(cause) = restart_cause(&self.state.phase, &event) {
+                    self.restart_cause = cause;
+                }
                 let state = std::mem::take(&mut self.state);
                 let (state, actions) = state::next(&self.policy, state, event, Instant::now());
                 self.state = state;
@@ -184,6 +191,7 @@ impl Supervisor {
                 let pool = &g.config.php_fpm.pool.name;
                 match PhpFpm::spawn(&g.command, pool, &g.files.endpoint) {
                     Ok(c) => {
+                        metrics::global().php_fpm_started();
                         tracing::info!(pid = c.pid(), pool = %pool, "php-fpm started");
                         self.child = Some(c);
                     }
@@ -205,8 +213,9 @@ impl Supervisor {
                 self.publish_ready();
             }
             Action::PublishDown => {
+                metrics::global().php_fpm_up.set(0);
                 self.published.send_replace(PhpFpmState::Restarting);
-                sd(&[NotifyState::Status("php-fpm down, restarting")]);
+                sd_status(&PhpFpmState::Restarting);
             }
             Action::Kill => {
                 if let Some(c) = &self.child {
@@ -237,7 +246,10 @@ impl Supervisor {
                 );
                 self.waiting = Some(Box::pin(tokio::time::sleep(delay)));
             }
-            Action::LogRestart { reason } => tracing::warn!("restarting php-fpm: {reason}"),
+            Action::LogRestart { reason } => {
+                metrics::global().php_fpm_restarted(self.restart_cause);
+                tracing::warn!("restarting php-fpm: {reason}");
+            }
             Action::Exit { code, message } => return Some(Outcome { code, message }),
         }
         None
@@ -248,19 +260,15 @@ impl Supervisor {
         let g = &self.setup.generation;
         let pool = &g.config.php_fpm.pool;
         let pid = self.child.as_ref().map_or(0, PhpFpm::pid);
-        self.published.send_replace(PhpFpmState::Ready {
+        let ready = PhpFpmState::Ready {
             generation: self.generation,
             endpoint: g.files.endpoint.clone(),
             pool_size: g.config.php_fpm.pool_size,
-        });
-        let status = format!(
-            "php-fpm ready: pid {pid}, pool {} ({} max_children {}), generation {}",
-            pool.name,
-            pool.kind.as_str(),
-            pool.max_children,
-            self.generation
-        );
-        tracing::info!(pid, generation = self.generation, endpoint = %g.files.endpoint, "php-fpm is ready");
+        };
+        metrics::global().php_fpm_up.set(1);
+        self.published.send_replace(ready.clone());
+        let status = crate::admin::summary(&ready, None);
+        tracing::info!(pid, generation = self.generation, endpoint = %g.files.endpoint, pool = %pool.name, "php-fpm is ready");
         if self.notified_ready {
             sd(&[NotifyState::Status(&status)]);
         } else {
@@ -289,6 +297,11 @@ impl Supervisor {
         match result {
             Ok(()) => {
                 self.failures = 0;
+                metrics::global().php_fpm_up.set(1);
+                if std::env::var_os("NOTIFY_SOCKET").is_some() {
+                    // Keeps `systemctl status` current (in flight, queued, …).
+                    sd_status(&self.published.borrow());
+                }
                 if sd_notify::watchdog_enabled().is_some() {
                     sd(&[NotifyState::Watchdog]);
                 }
@@ -296,6 +309,7 @@ impl Supervisor {
             }
             Err(e) => {
                 self.failures += 1;
+                metrics::global().php_fpm_up.set(0);
                 let threshold = self
                     .setup
                     .generation
@@ -322,6 +336,7 @@ impl Supervisor {
             tracing::error!(
                 "reload refused: tqsup runs on its built-in default config; there is no file to re-read"
             );
+            metrics::global().reload(false);
             sd(&[NotifyState::Ready]);
             return;
         };
@@ -332,6 +347,7 @@ impl Supervisor {
             Ok(new) => new,
             Err(e) => {
                 reload::log_refusal(&e);
+                metrics::global().reload(false);
                 sd(&[NotifyState::Ready]);
                 return;
             }
@@ -350,7 +366,9 @@ impl Supervisor {
                 child.signal(Signal::SIGUSR2);
                 let within = g.config.supervisor.ready_timeout;
                 let (endpoint, ping) = (g.files.endpoint.clone(), self.setup.paths.ping.clone());
-                if await_reloaded(notices, endpoint, ping, within).await {
+                let ok = await_reloaded(notices, endpoint, ping, within).await;
+                metrics::global().reload(ok);
+                if ok {
                     self.publish_ready();
                 }
             }
@@ -365,9 +383,13 @@ impl Supervisor {
                 } else {
                     "a reload arrived while php-fpm was starting".to_string()
                 };
+                metrics::global().reload(true);
                 events.push_back(Event::Restart { reason: why });
             }
-            _ => tracing::info!("new config written; php-fpm will start with it"),
+            _ => {
+                metrics::global().reload(true);
+                tracing::info!("new config written; php-fpm will start with it");
+            }
         }
         sd(&[NotifyState::Ready]);
     }
@@ -426,6 +448,24 @@ async fn wait_child(child: &mut Option<PhpFpm>) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// The metrics label for a restart that `event` (in `phase`) may cause;
+/// None keeps the cause already known (the exit of a php-fpm being replaced).
+fn restart_cause(phase: &Phase, event: &Event) -> Option<&'static str> {
+    match (phase, event) {
+        (Phase::Replacing { .. }, Event::Exited { .. }) => None,
+        (_, Event::Exited { .. }) => Some("exit"),
+        (_, Event::LivenessFailed { .. }) => Some("liveness"),
+        (_, Event::ReadyTimeout) => Some("ready_timeout"),
+        (_, Event::Restart { .. }) => Some("requested"),
+        _ => None,
+    }
+}
+
+/// STATUS= for systemd: the one-line summary `/status` shows too.
+fn sd_status(state: &PhpFpmState) {
+    sd(&[NotifyState::Status(&crate::admin::summary(state, None))]);
 }
 
 /// sd_notify, ignoring errors (no systemd is fine).
