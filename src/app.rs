@@ -87,7 +87,7 @@ async fn run_async(config: Config, dev: bool) -> anyhow::Result<u8> {
             endpoint,
             pool_size: config.php_fpm.pool_size,
         });
-        sd_ready_forward_only();
+        sd_ready_forward_only(&state_tx.borrow());
         drop(control_rx);
         (None, None)
     };
@@ -306,9 +306,11 @@ fn send(tx: &mpsc::Sender<Control>, control: Control) {
     }
 }
 
-fn sd_ready_forward_only() {
+/// READY=1 in forward-only mode, with the same one-line summary as `/status`.
+fn sd_ready_forward_only(state: &PhpFpmState) {
+    let status = format!("forward-only: {}", crate::admin::summary(state, None));
     supervisor::sd(&[
         sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status("forward-only: php_fpm.enabled is false"),
+        sd_notify::NotifyState::Status(&status),
     ]);
 }
