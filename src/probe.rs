@@ -8,19 +8,13 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::Endpoint;
 
-const VERSION: u8 = 1;
-const BEGIN_REQUEST: u8 = 1;
-const END_REQUEST: u8 = 3;
-const PARAMS: u8 = 4;
-const STDIN: u8 = 5;
-const STDOUT: u8 = 6;
-const STDERR: u8 = 7;
-const RESPONDER: u16 = 1;
+use crate::fcgi::codec::{self, END_REQUEST, STDERR, STDOUT};
+
 const REQUEST_ID: u16 = 1;
 /// A response bigger than this is refused (status pages are a few KB).
 const MAX_RESPONSE: usize = 4 << 20;
@@ -167,65 +161,28 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// BEGIN_REQUEST(responder, no keep-conn) + PARAMS + empty PARAMS + empty STDIN.
+/// BEGIN_REQUEST(responder, no keep-conn) + PARAMS + empty PARAMS + empty
+/// STDIN, framed by the one codec (`fcgi::codec`), whole pairs per record.
 fn encode_request(params: &[(&str, &str)]) -> BytesMut {
     let mut out = BytesMut::new();
-    let mut begin = [0u8; 8];
-    begin[..2].copy_from_slice(&RESPONDER.to_be_bytes());
-    put_record(&mut out, BEGIN_REQUEST, &begin);
+    codec::encode_begin(&mut out, REQUEST_ID, codec::ROLE_RESPONDER, 0);
     let mut body = BytesMut::new();
     for (name, value) in params {
-        put_len(&mut body, name.len());
-        put_len(&mut body, value.len());
-        body.put_slice(name.as_bytes());
-        body.put_slice(value.as_bytes());
+        codec::put_pair(&mut body, name.as_bytes(), value.as_bytes());
     }
-    for chunk in body.chunks(65535) {
-        put_record(&mut out, PARAMS, chunk);
-    }
-    put_record(&mut out, PARAMS, &[]);
-    put_record(&mut out, STDIN, &[]);
+    // tqsup's own params are a few short pairs: they always fit a record.
+    codec::reframe_params(&mut out, REQUEST_ID, &body)
+        .expect("probe params fit in FastCGI records");
+    codec::encode(&mut out, codec::STDIN, REQUEST_ID, &[]);
     out
-}
-
-fn put_len(out: &mut BytesMut, len: usize) {
-    if len < 128 {
-        out.put_u8(len as u8);
-    } else {
-        out.put_u32(len as u32 | 0x8000_0000);
-    }
-}
-
-fn put_record(out: &mut BytesMut, kind: u8, content: &[u8]) {
-    let padding = (8 - content.len() % 8) % 8;
-    out.put_u8(VERSION);
-    out.put_u8(kind);
-    out.put_u16(REQUEST_ID);
-    out.put_u16(content.len() as u16);
-    out.put_u8(padding as u8);
-    out.put_u8(0);
-    out.put_slice(content);
-    out.put_bytes(0, padding);
 }
 
 /// One whole record from `buf`, or None when more bytes are needed.
 fn decode_record(buf: &mut BytesMut) -> Result<Option<(u8, Bytes)>, ProbeError> {
-    if buf.len() < 8 {
-        return Ok(None);
+    match codec::decode(buf) {
+        Ok(record) => Ok(record.map(|r| (r.kind, r.content))),
+        Err(_) => Err(ProbeError::Protocol("not a FastCGI 1.0 record")),
     }
-    if buf[0] != VERSION {
-        return Err(ProbeError::Protocol("not FastCGI version 1"));
-    }
-    let kind = buf[1];
-    let len = u16::from_be_bytes([buf[4], buf[5]]) as usize;
-    let padding = buf[6] as usize;
-    if buf.len() < 8 + len + padding {
-        return Ok(None);
-    }
-    buf.advance(8);
-    let content = buf.split_to(len).freeze();
-    buf.advance(padding);
-    Ok(Some((kind, content)))
 }
 
 /// Splits CGI output into headers and body.
@@ -270,6 +227,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fcgi::codec::{BEGIN_REQUEST, PARAMS, STDIN};
 
     #[test]
     fn a_request_is_well_framed() {
@@ -291,13 +249,6 @@ mod tests {
     }
 
     #[test]
-    fn long_values_use_four_byte_lengths() {
-        let mut out = BytesMut::new();
-        put_len(&mut out, 300);
-        assert_eq!(&out[..], &[0x80, 0, 1, 44]);
-    }
-
-    #[test]
     fn headers_are_split_from_the_body() {
         let r = split_response(
             Bytes::from_static(b"Status: 404 Not Found\r\nContent-type: text/plain\r\n\r\nnope"),
@@ -313,7 +264,7 @@ mod tests {
     #[test]
     fn partial_records_wait_for_more_bytes() {
         let mut all = BytesMut::new();
-        put_record(&mut all, STDOUT, b"hello");
+        codec::encode(&mut all, STDOUT, REQUEST_ID, b"hello");
         let mut part = BytesMut::from(&all[..10]);
         assert!(decode_record(&mut part).unwrap().is_none());
     }

@@ -8,22 +8,12 @@
 use std::io;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::Endpoint;
+use crate::fcgi::codec::{self, END_REQUEST, STDERR, STDIN, STDOUT};
 
-const VERSION: u8 = 1;
-const BEGIN_REQUEST: u8 = 1;
-const END_REQUEST: u8 = 3;
-const PARAMS: u8 = 4;
-const STDIN: u8 = 5;
-const STDOUT: u8 = 6;
-const STDERR: u8 = 7;
-const RESPONDER: u16 = 1;
-const HEADER_LEN: usize = 8;
-/// The largest content of one record.
-pub const MAX_CONTENT: usize = 65535;
 /// The request id we use (one request per connection).
 const REQUEST_ID: u16 = 1;
 
@@ -42,92 +32,36 @@ pub enum Output {
 /// A malformed stream from the application.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
-    #[error("unsupported FastCGI version {0}")]
-    Version(u8),
+    #[error(transparent)]
+    Record(#[from] codec::CodecError),
     #[error("FCGI_END_REQUEST body is {0} bytes, expected 8")]
     EndLength(usize),
 }
 
-/// Appends one record (header, content, padding to 8 bytes) to `out`.
-/// `content` must be at most [`MAX_CONTENT`] bytes.
-pub fn encode_record(kind: u8, request_id: u16, content: &[u8], out: &mut BytesMut) {
-    debug_assert!(content.len() <= MAX_CONTENT);
-    let padding = (8 - content.len() % 8) % 8;
-    out.reserve(HEADER_LEN + content.len() + padding);
-    out.put_u8(VERSION);
-    out.put_u8(kind);
-    out.put_u16(request_id);
-    out.put_u16(content.len() as u16);
-    out.put_u8(padding as u8);
-    out.put_u8(0);
-    out.put_slice(content);
-    out.put_bytes(0, padding);
-}
-
-/// Appends `content` as as many records of `kind` as it takes (none when
-/// empty: an empty record is the end-of-stream marker, written on purpose).
-pub fn encode_stream(kind: u8, content: &[u8], out: &mut BytesMut) {
-    for chunk in content.chunks(MAX_CONTENT) {
-        encode_record(kind, REQUEST_ID, chunk, out);
-    }
-}
-
-fn put_len(len: usize, out: &mut Vec<u8>) {
-    if len < 128 {
-        out.push(len as u8);
-    } else {
-        out.extend_from_slice(&((len as u32) | 0x8000_0000).to_be_bytes());
-    }
-}
-
-/// Name-value pairs in FastCGI's length-prefixed encoding.
-pub fn encode_params(params: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, value) in params {
-        put_len(name.len(), &mut out);
-        put_len(value.len(), &mut out);
-        out.extend_from_slice(name);
-        out.extend_from_slice(value);
-    }
-    out
-}
-
-/// The whole request head: BEGIN_REQUEST, PARAMS records, the empty PARAMS.
-pub fn encode_head(params: &[(Vec<u8>, Vec<u8>)]) -> BytesMut {
+/// The whole request head: BEGIN_REQUEST, the PARAMS records (whole pairs
+/// per record, as php-fpm needs), the empty PARAMS. Framing is the one
+/// codec's (`fcgi::codec`).
+pub fn encode_head(params: &[(Vec<u8>, Vec<u8>)]) -> Result<BytesMut, codec::ReframeError> {
     let mut out = BytesMut::new();
-    let mut begin = [0u8; 8];
-    begin[..2].copy_from_slice(&RESPONDER.to_be_bytes());
-    encode_record(BEGIN_REQUEST, REQUEST_ID, &begin, &mut out);
-    encode_stream(PARAMS, &encode_params(params), &mut out);
-    encode_record(PARAMS, REQUEST_ID, &[], &mut out);
-    out
+    codec::encode_begin(&mut out, REQUEST_ID, codec::ROLE_RESPONDER, 0);
+    let mut pairs = BytesMut::new();
+    for (name, value) in params {
+        codec::put_pair(&mut pairs, name, value);
+    }
+    codec::reframe_params(&mut out, REQUEST_ID, &pairs)?;
+    Ok(out)
 }
 
 /// Decodes one record from the front of `buf`. `Ok(None)`: need more bytes.
 /// Records this client has no use for (other ids, management records) are
 /// consumed and skipped.
 pub fn decode(buf: &mut BytesMut) -> Result<Option<Output>, CodecError> {
-    loop {
-        if buf.len() < HEADER_LEN {
-            return Ok(None);
-        }
-        if buf[0] != VERSION {
-            return Err(CodecError::Version(buf[0]));
-        }
-        let kind = buf[1];
-        let id = u16::from_be_bytes([buf[2], buf[3]]);
-        let len = u16::from_be_bytes([buf[4], buf[5]]) as usize;
-        let padding = buf[6] as usize;
-        if buf.len() < HEADER_LEN + len + padding {
-            return Ok(None);
-        }
-        buf.advance(HEADER_LEN);
-        let content = buf.split_to(len).freeze();
-        buf.advance(padding);
-        if id != REQUEST_ID {
+    while let Some(r) = codec::decode(buf)? {
+        if r.request_id != REQUEST_ID {
             continue;
         }
-        match kind {
+        let content = r.content;
+        match r.kind {
             STDOUT => return Ok(Some(Output::Stdout(content))),
             STDERR => return Ok(Some(Output::Stderr(content))),
             END_REQUEST => {
@@ -144,6 +78,7 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Output>, CodecError> {
             _ => continue,
         }
     }
+    Ok(None)
 }
 
 /// Any byte stream to the application (TCP or unix socket).
@@ -181,14 +116,14 @@ impl RequestWriter {
             return Ok(());
         }
         self.buf.clear();
-        encode_stream(STDIN, data, &mut self.buf);
+        codec::encode_stream(&mut self.buf, STDIN, REQUEST_ID, data);
         self.w.write_all(&self.buf).await
     }
 
     /// Ends the request body (the empty STDIN record).
     pub async fn finish(mut self) -> io::Result<()> {
         self.buf.clear();
-        encode_record(STDIN, REQUEST_ID, &[], &mut self.buf);
+        codec::encode(&mut self.buf, STDIN, REQUEST_ID, &[]);
         self.w.write_all(&self.buf).await?;
         self.w.flush().await
     }
@@ -233,8 +168,9 @@ pub async fn start(
     conn: Box<dyn Stream>,
     params: &[(Vec<u8>, Vec<u8>)],
 ) -> io::Result<(RequestWriter, ResponseReader)> {
+    let head = encode_head(params).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let (r, mut w) = tokio::io::split(conn);
-    w.write_all(&encode_head(params)).await?;
+    w.write_all(&head).await?;
     Ok((
         RequestWriter {
             w,
@@ -255,25 +191,20 @@ mod tests {
 
     fn record(kind: u8, id: u16, content: &[u8]) -> BytesMut {
         let mut b = BytesMut::new();
-        encode_record(kind, id, content, &mut b);
+        codec::encode(&mut b, kind, id, content);
         b
     }
 
     #[test]
-    fn records_are_padded_to_eight() {
-        let b = record(STDOUT, 1, b"hello");
-        assert_eq!(b.len(), 16);
-        assert_eq!(&b[..8], &[1, STDOUT, 0, 1, 0, 5, 3, 0]);
-    }
-
-    #[test]
-    fn params_use_short_and_long_lengths() {
+    fn head_is_begin_then_whole_pairs_then_the_terminator() {
         let long = vec![b'v'; 200];
-        let enc = encode_params(&[(b"A".to_vec(), long.clone())]);
-        assert_eq!(enc[0], 1);
-        assert_eq!(&enc[1..5], &(200u32 | 0x8000_0000).to_be_bytes());
-        assert_eq!(&enc[5..6], b"A");
-        assert_eq!(&enc[6..], &long[..]);
+        let mut head = encode_head(&[(b"A".to_vec(), long.clone())]).unwrap();
+        let kinds: Vec<u8> = std::iter::from_fn(|| codec::decode(&mut head).unwrap())
+            .map(|r| r.kind)
+            .collect();
+        assert_eq!(kinds, [codec::BEGIN_REQUEST, codec::PARAMS, codec::PARAMS]);
+        let too_big = vec![b'x'; 70_000];
+        assert!(encode_head(&[(b"BIG".to_vec(), too_big)]).is_err());
     }
 
     #[test]
@@ -298,14 +229,14 @@ mod tests {
         );
         let mut bad = record(STDOUT, 1, b"x");
         bad[0] = 9;
-        assert_eq!(decode(&mut bad), Err(CodecError::Version(9)));
+        assert!(matches!(decode(&mut bad), Err(CodecError::Record(_))));
     }
 
     proptest! {
         #[test]
         fn stdout_stream_roundtrips(data in proptest::collection::vec(any::<u8>(), 0..200_000), cut in 0usize..64) {
             let mut wire = BytesMut::new();
-            encode_stream(STDOUT, &data, &mut wire);
+            codec::encode_stream(&mut wire, STDOUT, REQUEST_ID, &data);
             // Feed in pieces of arbitrary size; decoding must reassemble.
             let step = cut + 1;
             let mut buf = BytesMut::new();
