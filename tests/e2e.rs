@@ -13,36 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Guard, Project, eventually, free_port, tqsup};
+use common::{Guard, Project, children, eventually, free_port, master_of, tqsup};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
-}
-
-/// Children of `pid`, over all its threads (tokio spawns from any of them).
-fn children(pid: i32) -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|text| {
-            text.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<i32>>()
-        })
-        .collect()
-}
-
-/// The php-fpm master tqsup started.
-fn master_of(tqsup: i32) -> Option<i32> {
-    children(tqsup).into_iter().find(|p| {
-        std::fs::read(format!("/proc/{p}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("php-fpm: master"))
-    })
 }
 
 fn children_of(pid: i32) -> usize {

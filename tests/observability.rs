@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Guard, Project, eventually, free_port, tqsup};
+use common::{Guard, Project, eventually, free_port, master_of, tqsup};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
@@ -150,12 +150,7 @@ impl Stack {
     }
 
     fn php_fpm_master(&self) -> i32 {
-        eventually(secs(10), || {
-            children(self.tqsup.pid())
-                .into_iter()
-                .find(|p| cmdline(*p).contains("php-fpm: master"))
-        })
-        .expect("php-fpm's master")
+        eventually(secs(10), || master_of(self.tqsup.pid())).expect("php-fpm's master")
     }
 }
 
@@ -178,27 +173,6 @@ fn find_file(dir: &Path, want: &dyn Fn(&str) -> bool) -> Option<PathBuf> {
         }
     }
     None
-}
-
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
-                out.extend(
-                    text.split_whitespace()
-                        .filter_map(|p| p.parse::<i32>().ok()),
-                );
-            }
-        }
-    }
-    out
-}
-
-fn cmdline(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .unwrap_or_default()
 }
 
 /// A minimal HTTP/1.1 GET (`Connection: close`): status, content-type, body.

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Guard, Project, cgi_fcgi, eventually, tqsup};
+use common::{Guard, Project, cgi_fcgi, children, cmdline, eventually, master_of, tqsup};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
@@ -96,35 +96,6 @@ fn rand_u32() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
     t.subsec_nanos() ^ std::process::id().rotate_left(16)
-}
-
-/// Children of `pid` (all its threads).
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
-                out.extend(
-                    text.split_whitespace()
-                        .filter_map(|p| p.parse::<i32>().ok()),
-                );
-            }
-        }
-    }
-    out
-}
-
-fn cmdline(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .unwrap_or_default()
-}
-
-/// php-fpm's master: the child of tqsup that is a php-fpm master.
-fn master_of(tqsup: i32) -> Option<i32> {
-    children(tqsup)
-        .into_iter()
-        .find(|p| cmdline(*p).contains("php-fpm: master"))
 }
 
 fn alive(pid: i32) -> bool {

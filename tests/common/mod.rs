@@ -259,3 +259,33 @@ pub fn pids_matching(needle: &str) -> Vec<i32> {
     }
     out
 }
+
+/// Children of `pid`, over all its threads (tokio spawns from any of them).
+pub fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// A process's command line, NULs as spaces ("" when it is gone).
+pub fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// php-fpm's master: the child of tqsup that is a php-fpm master.
+pub fn master_of(tqsup: i32) -> Option<i32> {
+    children(tqsup)
+        .into_iter()
+        .find(|p| cmdline(*p).contains("php-fpm: master"))
+}
