@@ -97,36 +97,25 @@ async fn run_async(config: Config, dev: bool) -> anyhow::Result<u8> {
     let forwarder = config.forward.enabled.then(|| {
         let token = root.child_token();
         let fwd = TaskTracker::new();
-        let (cfg, state, paths, stop, root) = (
+        let run = crate::fcgi::run_forwarder(
             shared.clone(),
             state_rx.clone(),
             paths.clone(),
             token.clone(),
-            root.clone(),
         );
-        fwd.spawn(async move {
-            if let Err(e) = crate::fcgi::run_forwarder(cfg, state, paths, stop).await {
-                tracing::error!("forward listener: {e:#}");
-                root.cancel();
-            }
-        });
+        spawn_essential(&fwd, &root, "forward listener", run);
         (token, fwd)
     });
     // dev mode: watcher, hooks, dev HTTP front (Control::Reload = SIGHUP).
     if dev && let Some(endpoint) = &php_endpoint {
         let target = crate::dev::PhpTarget::for_config(&config, endpoint);
-        let (cfg, control, stop, root) = (
+        let run = crate::dev::run_dev(
             shared.clone(),
             control_tx.clone(),
+            target,
             root.child_token(),
-            root.clone(),
         );
-        tracker.spawn(async move {
-            if let Err(e) = crate::dev::run_dev(cfg, control, target, stop).await {
-                tracing::error!("dev mode: {e:#}");
-                root.cancel();
-            }
-        });
+        spawn_essential(&tracker, &root, "dev mode", run);
     }
     // admin: /metrics /healthz /readyz /status.
     if let Some(listen) = config.admin.listen.clone() {
@@ -140,13 +129,8 @@ async fn run_async(config: Config, dev: bool) -> anyhow::Result<u8> {
             })
         });
         let view = crate::admin::AdminView::new(state_rx.clone(), scrape);
-        let (stop, root) = (root.child_token(), root.clone());
-        tracker.spawn(async move {
-            if let Err(e) = crate::admin::run_admin(listen, view, stop).await {
-                tracing::error!("admin endpoint: {e:#}");
-                root.cancel();
-            }
-        });
+        let run = crate::admin::run_admin(listen, view, root.child_token());
+        spawn_essential(&tracker, &root, "admin endpoint", run);
     }
 
     let code = loop {
@@ -298,6 +282,23 @@ fn finished(outcome: Result<Outcome, tokio::task::JoinError>) -> anyhow::Result<
         }
         Err(e) => Err(Fatal::new(exit::FAILURE, format!("the supervisor task failed: {e}")).into()),
     }
+}
+
+/// Runs a subsystem tqsup cannot do without: when it fails (e.g. its port
+/// is taken), the error is logged and the root token stops tqsup.
+fn spawn_essential(
+    tracker: &TaskTracker,
+    root: &CancellationToken,
+    what: &'static str,
+    run: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+) {
+    let root = root.clone();
+    tracker.spawn(async move {
+        if let Err(e) = run.await {
+            tracing::error!("{what}: {e:#}");
+            root.cancel();
+        }
+    });
 }
 
 fn send(tx: &mpsc::Sender<Control>, control: Control) {
