@@ -52,10 +52,13 @@ impl AdminView {
         {
             return status.clone();
         }
-        let endpoint = match &*self.state.borrow() {
-            PhpFpmState::Ready { endpoint, .. } => Some(endpoint.clone()),
-            _ => None,
-        };
+        // php-fpm's status pool answers even when every child of the main
+        // pool is busy or held by the forwarder (DESIGN §6, liveness).
+        let endpoint = self
+            .state
+            .borrow()
+            .backend()
+            .map(|b| b.status.clone().unwrap_or_else(|| b.endpoint.clone()));
         let status = match endpoint {
             Some(e) => match (self.scrape)(e).await {
                 Ok(body) => serde_json::from_slice::<PoolStatus>(&body)
@@ -103,7 +106,9 @@ pub fn summary(state: &PhpFpmState, pool: Option<&PoolStatus>) -> String {
     let m = metrics::global();
     let head = match state {
         PhpFpmState::Starting => "php-fpm starting".to_string(),
-        PhpFpmState::Ready { generation, .. } => format!("php-fpm ready (generation {generation})"),
+        PhpFpmState::Ready { backend } => {
+            format!("php-fpm ready (generation {})", backend.generation)
+        }
         PhpFpmState::Restarting => "php-fpm restarting".to_string(),
         PhpFpmState::Stopped => "stopping".to_string(),
     };
@@ -180,7 +185,7 @@ async fn handle(
                         PhpFpmState::Restarting => "restarting",
                         PhpFpmState::Stopped => "stopped",
                     },
-                    "generation": match &state { PhpFpmState::Ready { generation, .. } => Some(*generation), _ => None },
+                    "generation": state.backend().map(|b| b.generation),
                     "uptime_seconds": m.php_fpm_uptime(),
                     "restarts": m.restarts_total(),
                     "pool": pool,

@@ -83,9 +83,13 @@ async fn run_async(config: Config, dev: bool) -> anyhow::Result<u8> {
             .ok_or_else(|| Fatal::new(exit::CONFIG, "php_fpm.enabled is false but php_fpm.listen is not set; fix: set php_fpm.listen to the address of the php-fpm to forward to"))?;
         tracing::info!(%endpoint, "php_fpm.enabled is false: launching nothing, forwarding to php-fpm at php_fpm.listen");
         state_tx.send_replace(PhpFpmState::Ready {
-            generation: 1,
-            endpoint,
-            pool_size: config.php_fpm.pool_size,
+            backend: crate::upstream::Backend::new(
+                1,
+                endpoint,
+                None,
+                config.php_fpm.pool_size,
+                config.php_fpm.pool.max_requests,
+            ),
         });
         sd_ready_forward_only(&state_tx.borrow());
         drop(control_rx);

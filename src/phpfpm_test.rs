@@ -7,8 +7,13 @@ use std::process::Stdio;
 
 use crate::exit::Rejected;
 
+/// How long `php-fpm -t` may take: it parses a few files, so anything
+/// longer is a hung binary, and a hung check must not hang tqsup.
+pub const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs `<command> -t` (the `run` command with `-t` appended) and returns
-/// php-fpm's complaint when it rejects the files.
+/// php-fpm's complaint when it rejects the files. Killed after
+/// [`TEST_TIMEOUT`].
 pub async fn test(command: &[OsString], main_conf: &Path) -> Result<(), TestError> {
     let (program, args) = command
         .split_first()
@@ -19,9 +24,20 @@ pub async fn test(command: &[OsString], main_conf: &Path) -> Result<(), TestErro
         .stdin(Stdio::null())
         .env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")
-        .output()
-        .await
-        .map_err(|e| TestError::Spawn(program.to_string_lossy().into_owned(), e))?;
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(TEST_TIMEOUT, out).await {
+        Ok(r) => r.map_err(|e| TestError::Spawn(program.to_string_lossy().into_owned(), e))?,
+        Err(_) => {
+            return Err(TestError::Spawn(
+                program.to_string_lossy().into_owned(),
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {TEST_TIMEOUT:?}"),
+                ),
+            ));
+        }
+    };
     if out.status.success() {
         return Ok(());
     }

@@ -21,6 +21,24 @@ const POOL_TEMPLATE: &str = include_str!("../templates/pool.conf");
 pub const MAIN_FILE: &str = "php-fpm.conf";
 /// The private socket's name inside the runtime directory.
 pub const SOCKET_FILE: &str = "php-fpm.sock";
+/// The socket of php-fpm's status pool (`pm.status_listen`) of the first
+/// instance; see [`socket_files`].
+pub const STATUS_SOCKET_FILE: &str = "status.sock";
+
+/// The socket files of php-fpm instance `instance` (1 = the first start,
+/// the one `print-cmd` shows). A reload starts the new php-fpm beside the
+/// old one, so each instance listens on sockets of its own: a request is
+/// never sent to an instance that is being retired.
+pub fn socket_files(instance: u64) -> (String, String) {
+    if instance <= 1 {
+        (SOCKET_FILE.to_string(), STATUS_SOCKET_FILE.to_string())
+    } else {
+        (
+            format!("php-fpm.{instance}.sock"),
+            format!("status.{instance}.sock"),
+        )
+    }
+}
 
 /// Who the pool's children run as, and whether php-fpm needs `-R`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,6 +63,10 @@ pub struct RenderedFiles {
     pub pool: String,
     /// php-fpm's listen address as rendered.
     pub endpoint: Endpoint,
+    /// php-fpm's status pool (`pm.status_listen`): a unix socket in `dir`
+    /// answering the ping and status paths with children of its own, so
+    /// liveness and metrics never wait for a child of the main pool.
+    pub status: Endpoint,
 }
 
 impl RenderedFiles {
@@ -141,11 +163,26 @@ pub fn render(
     dir: &Path,
     dev: bool,
 ) -> anyhow::Result<RenderedFiles> {
+    render_instance(config, paths, identity, dir, dev, 1)
+}
+
+/// [`render`] for php-fpm instance `instance` (its own sockets, see
+/// [`socket_files`]).
+pub fn render_instance(
+    config: &Config,
+    paths: &InternalPaths,
+    identity: &Identity,
+    dir: &Path,
+    dev: bool,
+    instance: u64,
+) -> anyhow::Result<RenderedFiles> {
     let php = &config.php_fpm;
+    let (socket, status_socket) = socket_files(instance);
     let endpoint = php
         .listen
         .clone()
-        .unwrap_or_else(|| Endpoint::Unix(dir.join(SOCKET_FILE)));
+        .unwrap_or_else(|| Endpoint::Unix(dir.join(socket)));
+    let status = Endpoint::Unix(dir.join(status_socket));
     let pool = &php.pool;
     let mut settings: BTreeMap<String, SettingView> = php
         .settings
@@ -195,6 +232,7 @@ pub fn render(
             process_idle_timeout: ceil_secs(pool.process_idle_timeout),
             request_terminate_timeout: ceil_secs(pool.request_terminate_timeout),
         }),
+        status_listen => status.php_fpm_listen(),
         ping_path => paths.ping.clone(),
         status_path => paths.status.clone(),
         env => php.env.clone(),
@@ -207,6 +245,7 @@ pub fn render(
         pool_file: PathBuf::from("pool.d").join(format!("{}.conf", pool.name)),
         pool: ensure_newline(pool_text),
         endpoint,
+        status,
     })
 }
 

@@ -6,22 +6,21 @@
 //! instead of failing them (DESIGN §7: "a php-fpm restart by the supervisor
 //! holds new requests in the queue").
 
+use std::sync::Arc;
+
 use crate::config::Endpoint;
+pub use crate::fcgi::backend::Backend;
 
 /// php-fpm as the supervisor sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PhpFpmState {
     /// Launched, not yet answering its ping.
     Starting,
-    /// Answering its ping. `generation` grows at every (re)start and reload, so
-    /// the pool can drop connections made to an older php-fpm.
-    Ready {
-        generation: u64,
-        /// php-fpm's own listen address (the private socket by default).
-        endpoint: Endpoint,
-        /// The forwarder's maximum of persistent connections (≤ max_children).
-        pool_size: u32,
-    },
+    /// Answering its ping. The backend's `generation` grows at every
+    /// (re)start and reload; the backend holds php-fpm's endpoint, the
+    /// forwarder's connection budget for it (≤ max_children) and its pooled
+    /// connections, and is retired when this php-fpm is replaced.
+    Ready { backend: Arc<Backend> },
     /// Exited or failed its liveness probe; a restart is scheduled.
     Restarting,
     /// tqsup is stopping; nothing will come back.
@@ -31,6 +30,19 @@ pub enum PhpFpmState {
 impl PhpFpmState {
     pub fn is_ready(&self) -> bool {
         matches!(self, PhpFpmState::Ready { .. })
+    }
+
+    /// The ready php-fpm's backend.
+    pub fn backend(&self) -> Option<&Arc<Backend>> {
+        match self {
+            PhpFpmState::Ready { backend } => Some(backend),
+            _ => None,
+        }
+    }
+
+    /// The ready php-fpm's main endpoint.
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        self.backend().map(|b| &b.endpoint)
     }
 }
 

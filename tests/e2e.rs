@@ -21,8 +21,13 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+/// Workers of the main pool `www` (not `www_status`, php-fpm's status pool
+/// that answers tqsup's ping).
 fn children_of(pid: i32) -> usize {
-    children(pid).len()
+    children(pid)
+        .into_iter()
+        .filter(|p| common::cmdline(*p).trim() == "php-fpm: pool www")
+        .count()
 }
 
 #[test]

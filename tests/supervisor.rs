@@ -70,8 +70,19 @@ impl Setup {
         String::from_utf8_lossy(&out.stdout).contains("hello from php")
     }
 
+    /// Every process of the pool: its workers and those of php-fpm's
+    /// status pool (`<pool>_status`, which answers tqsup's ping).
     fn pool_pids(&self) -> Vec<i32> {
         common::pids_matching(&format!("pool {}", self.pool))
+    }
+
+    /// The workers of the main pool only.
+    fn workers(&self) -> Vec<i32> {
+        let name = format!("php-fpm: pool {}", self.pool);
+        self.pool_pids()
+            .into_iter()
+            .filter(|p| cmdline(*p).trim() == name)
+            .collect()
     }
 
     /// Starts tqsup and waits for php-fpm to be ready and serving.
@@ -135,7 +146,7 @@ fn starts_ready_logs_php_fpm_at_info_and_stops_cleanly_on_sigterm() {
         "{line}"
     );
     assert!(!dir_is_empty(&s.runtime_base), "no runtime dir was made");
-    let pool = s.pool_pids();
+    let pool = s.workers();
     assert_eq!(pool.len(), 2, "expected 2 children: {pool:?}");
 
     g.signal(Signal::SIGTERM);
@@ -200,10 +211,12 @@ fn sighup_applies_a_good_config_and_keeps_serving_on_a_bad_one() {
     let s = Setup::new("", "");
     let g = s.start_ready();
     let master = master_of(g.pid()).unwrap();
+    // Workers of the main pool only (not `<pool>_status`, php-fpm's status
+    // pool that answers tqsup's ping).
     let count = |m: i32| {
         children(m)
             .into_iter()
-            .filter(|p| cmdline(*p).contains(&s.pool))
+            .filter(|p| cmdline(*p).trim() == format!("php-fpm: pool {}", s.pool))
             .count()
     };
     assert_eq!(count(master), 2);

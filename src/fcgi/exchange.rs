@@ -16,6 +16,10 @@ use super::io::{self, Stream};
 use super::pool::{AcquireError, Lease, UpstreamPool};
 use crate::metrics::{self, ForwardError};
 
+/// How long a fresh connection's death waits for the supervisor to say
+/// php-fpm's master died (it publishes that before the children go).
+const MASTER_GRACE: Duration = Duration::from_millis(100);
+
 /// The downstream connection as request tasks see it: one writer at a time.
 pub struct Down {
     pub stream: Stream,
@@ -148,7 +152,7 @@ async fn run_inner(
     let deadline = job.arrived + limits.request;
     let queue_deadline = (job.arrived + limits.queue).min(deadline);
     let lease = tokio::select! {
-        r = pool.acquire(queue_deadline, false) => r,
+        r = pool.acquire(queue_deadline) => r,
         _ = abort.cancelled() => {
             aborted(down, job, &mut stdin).await;
             return (0, Some(ForwardError::ClientAborted));
@@ -314,7 +318,7 @@ impl Exchange<'_> {
                                     Step::More => {}
                                     Step::Ended => {
                                         let clean = first >= pending.len() && !self.stdin_open;
-                                        self.pool.report_success();
+                                        self.pool.report_success(&lease);
                                         if clean {
                                             lease.release();
                                         }
@@ -353,11 +357,17 @@ impl Exchange<'_> {
         }
     }
 
-    /// The connection died. Replays on a fresh one when nothing of the
-    /// response came and the request is safe to replay: a dead pooled
-    /// connection, or a fresh one whose php-fpm died under it (a crash or a
-    /// kill while the supervisor restarts it; `reconnect` waits for the new
-    /// php-fpm). At most once per request.
+    /// The connection died before the response ended. Replays (at most
+    /// once) only what php-fpm provably did not run or is safe to run
+    /// again, never into the php-fpm that just died:
+    /// - a pooled connection found dead before any byte of the response
+    ///   (closed while idle, or at `pm.max_requests`): replayable requests
+    ///   go again on a fresh connection;
+    /// - a fresh connection whose php-fpm master died (the supervisor says
+    ///   so within a moment): replayable requests wait for the next php-fpm;
+    /// - a fresh connection whose child died while its master lives (e.g.
+    ///   `request_terminate_timeout`): the script ran; 502, and it counts
+    ///   as php-fpm's failure.
     async fn dead(
         &mut self,
         lease: &mut Lease,
@@ -365,19 +375,42 @@ impl Exchange<'_> {
         first: &mut usize,
         why: &'static str,
     ) -> Replay {
-        if self.got_any || self.replayed || !self.job.replayable {
-            if !lease.reused && !self.got_any {
-                self.pool.report_failure();
+        let generation = lease.backend().generation;
+        if self.got_any || self.replayed {
+            return Replay::No(Outcome::Fail(502, why));
+        }
+        let master_died = if lease.reused {
+            !self.pool.is_current_backend(lease.backend())
+        } else {
+            let died = self.pool.replaced_within(generation, MASTER_GRACE).await;
+            if !died {
+                self.pool.report_failure(generation);
             }
+            died
+        };
+        if !self.job.replayable || (!lease.reused && !master_died) {
             return Replay::No(Outcome::Fail(502, why));
         }
         self.replayed = true;
-        tracing::debug!(why, "pooled php-fpm connection was dead; replaying");
+        tracing::debug!(
+            why,
+            master_died,
+            "php-fpm connection died before the response; replaying"
+        );
         let replay_deadline = (self.job.arrived + self.limits.queue)
             .max(Instant::now() + self.limits.queue / 2)
             .min(self.deadline);
-        if lease.reconnect(replay_deadline).await.is_err() {
-            return Replay::No(Outcome::Fail(502, "php-fpm unreachable"));
+        let again = if master_died {
+            None
+        } else {
+            lease.reconnect(self.pool.connect_timeout()).await.ok()
+        };
+        if again.is_none() {
+            let not = master_died.then_some(generation);
+            match self.pool.acquire_fresh(replay_deadline, not).await {
+                Ok(l) => *lease = l,
+                Err(_) => return Replay::No(Outcome::Fail(502, "php-fpm unreachable")),
+            }
         }
         metrics::global().replays.inc();
         pending.clear();

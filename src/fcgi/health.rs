@@ -1,20 +1,20 @@
 //! The health probe (DESIGN §7): every `interval`, a FastCGI request for
-//! php-fpm's `ping.path` through the pool. A whole answer closes the breaker;
-//! a real failure counts towards opening it; only waiting in the queue is
-//! saturation and changes nothing.
+//! php-fpm's `ping.path` on its status pool (`pm.status_listen`), never
+//! through the upstream pool, so it cannot compete with requests for a
+//! child. A `pong` closes the breaker; a real failure counts towards
+//! opening it; a php-fpm that is not ready (starting, restarting, reloading)
+//! is not probed at all.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::Breaker;
-use super::codec;
-use super::pool::{AcquireError, UpstreamPool};
+use super::pool::UpstreamPool;
 use crate::upstream::PhpFpmState;
 
 /// What one probe found.
@@ -75,71 +75,32 @@ pub async fn run(
     run_loop(breaker, health.interval, shutdown, ready, probe).await;
 }
 
-/// One FastCGI request for `ping`, answered within `timeout`.
+/// One ping of the current php-fpm, answered within `timeout`. A failure
+/// of a php-fpm that was replaced meanwhile proves nothing.
 pub async fn probe(pool: &UpstreamPool, ping: &str, timeout: Duration) -> ProbeOutcome {
-    let deadline = Instant::now() + timeout;
-    let mut lease = match pool.acquire(deadline, true).await {
-        Ok(l) => l,
-        Err(AcquireError::QueueTimeout) | Err(AcquireError::Stopped) => {
-            return ProbeOutcome::Saturated;
-        }
-        Err(AcquireError::BreakerOpen) | Err(AcquireError::Unreachable(_)) => {
-            return ProbeOutcome::Failure;
-        }
-    };
-    let mut params = BytesMut::new();
-    for (n, v) in [
-        ("SCRIPT_NAME", ping),
-        ("SCRIPT_FILENAME", ping),
-        ("REQUEST_URI", ping),
-        ("REQUEST_METHOD", "GET"),
-        ("QUERY_STRING", ""),
-        ("GATEWAY_INTERFACE", "CGI/1.1"),
-        ("SERVER_PROTOCOL", "HTTP/1.1"),
-    ] {
-        codec::put_pair(&mut params, n.as_bytes(), v.as_bytes());
-    }
-    let mut head = BytesMut::new();
-    codec::encode_begin(&mut head, 1, codec::ROLE_RESPONDER, codec::FLAG_KEEP_CONN);
-    if codec::reframe_params(&mut head, 1, &params).is_err() {
+    let Some(backend) = pool.current() else {
         return ProbeOutcome::Saturated;
-    }
-    codec::encode(&mut head, codec::STDIN, 1, &[]);
-    let exchange = async {
-        let mut bufs = vec![head.freeze()];
-        super::io::write_all(lease.stream(), &mut bufs, timeout)
-            .await
-            .ok()?;
-        let mut body = Vec::new();
-        loop {
-            match codec::decode(&mut lease.buf) {
-                Ok(Some(r)) if r.kind == codec::END_REQUEST => return Some(body),
-                Ok(Some(r)) if r.kind == codec::STDOUT && body.len() < 4096 => {
-                    body.extend_from_slice(&r.content)
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    let (up, buf) = lease.parts();
-                    super::io::reserve_read(buf, 4096);
-                    if up.read_buf(buf).await.ok()? == 0 {
-                        return None;
-                    }
-                }
-                Err(_) => return None,
-            }
-        }
     };
-    match tokio::time::timeout_at(deadline, exchange).await {
-        Ok(Some(body)) => {
-            if !body.windows(4).any(|w| w == b"pong") {
-                tracing::debug!("php-fpm answered the health probe without `pong`");
-            }
-            if lease.buf.is_empty() {
-                lease.release();
-            }
-            ProbeOutcome::Success
+    let endpoint = backend.status.as_ref().unwrap_or(&backend.endpoint);
+    match crate::probe::ping(endpoint, ping, timeout).await {
+        Ok(()) => ProbeOutcome::Success,
+        // A php-fpm that is not tqsup's has no status pool: its main
+        // socket's children may all be held by the pool, so no answer in
+        // time is only waiting.
+        Err(crate::probe::ProbeError::Timeout(_)) if backend.status.is_none() => {
+            ProbeOutcome::Saturated
         }
-        _ => ProbeOutcome::Failure,
+        Err(e) => {
+            let still = pool
+                .current()
+                .is_some_and(|b| b.generation == backend.generation && !b.is_retired());
+            if still {
+                tracing::debug!(error = %e, "php-fpm ping failed");
+                ProbeOutcome::Failure
+            } else {
+                ProbeOutcome::Saturated
+            }
+        }
     }
 }
 

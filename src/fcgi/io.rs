@@ -77,27 +77,23 @@ impl Stream {
         }
     }
 
-    /// Whether an idle connection has something to say (EOF, reset or
-    /// stray bytes). Known readiness answers without a syscall; a stale
-    /// "readable" is checked with one non-blocking read.
-    pub fn looks_closed(&self) -> bool {
-        use futures_util::FutureExt as _;
-        match self.ready(Interest::READABLE).now_or_never() {
-            None => false,
-            Some(Ok(r)) if r.is_read_closed() || r.is_error() => true,
-            Some(Ok(_)) => {
-                let mut probe = [0u8; 1];
-                let r = match self {
-                    Stream::Tcp(s) => s.try_read(&mut probe),
-                    Stream::Unix(s) => s.try_read(&mut probe),
-                };
-                match r {
-                    Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-                    Ok(_) => true,
-                }
-            }
-            Some(Err(_)) => true,
-        }
+    /// Whether an idle connection is provably open and silent: one
+    /// non-blocking `recv(MSG_PEEK)` on the socket itself, not tokio's cached
+    /// readiness (php-fpm shuts a connection right after the END_REQUEST of a
+    /// child's last request under `pm.max_requests`, and the FIN may be
+    /// microseconds old). EOF, stray bytes or an error: not reusable.
+    pub fn is_quiet(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        };
+        let mut probe = [0u8; 1];
+        let flags = nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+        matches!(
+            nix::sys::socket::recv(fd, &mut probe, flags),
+            Err(nix::errno::Errno::EAGAIN)
+        )
     }
 }
 

@@ -2,6 +2,7 @@
 //! servers, at most `pool_size` persistent connections to php-fpm behind it,
 //! a FIFO queue between the two, health probe and circuit breaker.
 
+pub mod backend;
 pub mod breaker;
 pub mod codec;
 mod connection;

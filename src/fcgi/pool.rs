@@ -1,18 +1,27 @@
 //! The upstream pool (DESIGN §7): at most `pool_size` persistent connections
-//! to php-fpm, each carrying one request at a time; a FIFO queue with a
-//! timeout in front of them; idle connections dropped on EOF, on a new
-//! php-fpm generation and after their idle lifetime.
+//! to the current php-fpm ([`Backend`]), each carrying one request at a
+//! time; a FIFO queue with a timeout in front of them; idle connections
+//! checked with a real peek before reuse, retired after php-fpm's
+//! `max_requests`, and closed after their idle lifetime.
+//!
+//! The pool follows the supervisor's [`PhpFpmState`]: while php-fpm is not
+//! ready, requests wait in the queue; when a backend is retired (restart,
+//! reload), its queue moves on to the next one. Failures are tagged with
+//! their backend's generation and count for the breaker only while that
+//! php-fpm is the current, ready one: a restart, reload or kill tqsup knows
+//! about never opens the breaker, and neither does saturation.
 
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use super::backend::Backend;
+use super::backend::{BusyGuard, Idle};
 use super::breaker::Breaker;
 use super::io::Stream;
 use crate::config::Endpoint;
@@ -42,27 +51,7 @@ pub enum AcquireError {
     Stopped,
 }
 
-/// A pooled connection and the read buffer that goes with it.
-struct Idle {
-    conn: Stream,
-    buf: BytesMut,
-    generation: u64,
-    since: Instant,
-    /// Counts the connection in `upstream_connections_open`.
-    open: GaugeGuard,
-    /// Counts it in `upstream_connections_idle`.
-    _idle: GaugeGuard,
-}
-
 struct Inner {
-    /// One permit per allowed connection; tokio's semaphore is FIFO, which is
-    /// the queue.
-    permits: Arc<Semaphore>,
-    /// The pool size the permits currently add up to.
-    size: AtomicU32,
-    idle: Mutex<Vec<Idle>>,
-    /// The generation idle connections must belong to.
-    generation: AtomicU64,
     state: watch::Receiver<PhpFpmState>,
     breaker: Arc<Mutex<Breaker>>,
     settings: PoolSettings,
@@ -77,19 +66,21 @@ pub struct UpstreamPool {
 /// One connection lent to one request. Dropping it closes the connection;
 /// [`Lease::release`] gives it back.
 pub struct Lease {
-    pool: Arc<Inner>,
+    backend: Arc<Backend>,
     _permit: OwnedSemaphorePermit,
-    generation: u64,
-    endpoint: Endpoint,
+    /// Counts the lease in the backend's requests in flight.
+    _busy: BusyGuard,
     conn: Stream,
     /// The response read buffer (empty when lent).
     pub buf: BytesMut,
     /// Whether the connection was pooled (so it may have died while idle).
     pub reused: bool,
+    /// Requests php-fpm completed on this connection before this one.
+    served: u32,
     /// Counts the connection in `upstream_connections_open`.
     open: GaugeGuard,
     /// Counts it in `upstream_connections_busy`.
-    _busy: GaugeGuard,
+    _busy_gauge: GaugeGuard,
 }
 
 impl Lease {
@@ -97,80 +88,47 @@ impl Lease {
         &self.conn
     }
 
+    /// The php-fpm instance this connection goes to.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
     /// The connection and its read buffer, borrowed together.
     pub fn parts(&mut self) -> (&Stream, &mut BytesMut) {
         (&self.conn, &mut self.buf)
     }
 
-    /// Replaces a connection found dead by a fresh one (for a replay).
-    /// When php-fpm itself is gone, waits (until `deadline`) for the
-    /// supervisor to publish a new one and connects there.
-    pub async fn reconnect(&mut self, deadline: Instant) -> io::Result<()> {
-        let mut state = self.pool.state.clone();
-        loop {
-            let err = match connect(&self.endpoint, self.pool.settings.connect_timeout).await {
-                Ok(conn) => {
-                    self.conn = conn;
-                    self.buf.clear();
-                    self.reused = false;
-                    return Ok(());
-                }
-                Err(e) => e,
-            };
-            if !is_saturation(&err) {
-                metrics::global().upstream_connect_errors.inc();
-            }
-            // A failure counts for the breaker only when the supervisor does
-            // not explain it with a new php-fpm before `deadline`.
-            let count_failure = || {
-                if !is_saturation(&err) {
-                    self.pool.breaker.lock().unwrap().failure(Instant::now());
-                }
-            };
-            let next = tokio::time::timeout_at(
-                deadline,
-                state.wait_for(|s| match s {
-                    PhpFpmState::Ready { generation, .. } => *generation != self.generation,
-                    PhpFpmState::Stopped => true,
-                    _ => false,
-                }),
-            )
-            .await;
-            match next {
-                Ok(Ok(s)) => match &*s {
-                    PhpFpmState::Ready {
-                        generation,
-                        endpoint,
-                        ..
-                    } => {
-                        self.generation = *generation;
-                        self.endpoint = endpoint.clone();
-                    }
-                    _ => return Err(err),
-                },
-                _ => {
-                    count_failure();
-                    return Err(err);
-                }
-            }
-        }
+    /// Replaces a connection found dead by a fresh one to the same php-fpm
+    /// (for a replay), keeping this lease's place in the pool.
+    pub async fn reconnect(&mut self, timeout: Duration) -> io::Result<()> {
+        let conn = connect(&self.backend.endpoint, timeout).await?;
+        self.conn = conn;
+        self.buf.clear();
+        self.reused = false;
+        self.served = 0;
+        Ok(())
     }
 
-    /// Returns a connection whose last exchange ended cleanly.
+    /// Returns a connection whose last exchange ended cleanly (php-fpm sent
+    /// END_REQUEST and nothing after it).
     pub fn release(self) {
-        let pool = self.pool.clone();
-        if self.generation != pool.generation.load(Ordering::Acquire)
+        let served = self.served.saturating_add(1);
+        let b = &self.backend;
+        if b.is_retired()
             || !self.buf.is_empty()
-            || self.conn.looks_closed()
+            || (b.max_requests > 0 && served >= b.max_requests)
         {
+            // php-fpm closes a child's connection after its max_requests:
+            // never lend one that is about to be shut.
             return;
         }
-        let mut idle = pool.idle.lock().unwrap();
+        let backend = self.backend.clone();
+        let mut idle = backend.idle.lock().unwrap();
         idle.push(Idle {
             conn: self.conn,
             buf: self.buf,
-            generation: self.generation,
             since: Instant::now(),
+            served,
             open: self.open,
             _idle: metrics::global().hold(|m| &m.upstream_idle),
         });
@@ -184,6 +142,7 @@ async fn connect(endpoint: &Endpoint, timeout: Duration) -> io::Result<Stream> {
     }
 }
 
+/// A full listen backlog: php-fpm is busy, not broken.
 fn is_saturation(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(nix::libc::EAGAIN)
 }
@@ -191,53 +150,55 @@ fn is_saturation(e: &io::Error) -> bool {
 impl UpstreamPool {
     pub fn new(state: watch::Receiver<PhpFpmState>, settings: PoolSettings) -> Self {
         let breaker = Breaker::new(settings.failure_threshold, settings.open);
-        let pool = UpstreamPool {
+        UpstreamPool {
             inner: Arc::new(Inner {
-                permits: Arc::new(Semaphore::new(0)),
-                size: AtomicU32::new(0),
-                idle: Mutex::new(Vec::new()),
-                generation: AtomicU64::new(0),
                 state,
                 breaker: Arc::new(Mutex::new(breaker)),
                 settings,
             }),
-        };
-        let current = pool.inner.state.borrow().clone();
-        pool.apply_state(&current);
-        pool
-    }
-
-    /// Takes in a new php-fpm state: a new generation drops idle connections
-    /// and closes the breaker; `pool_size` resizes the permits.
-    pub fn apply_state(&self, state: &PhpFpmState) {
-        let PhpFpmState::Ready {
-            generation,
-            pool_size,
-            ..
-        } = state
-        else {
-            return;
-        };
-        let old = self.inner.generation.swap(*generation, Ordering::AcqRel);
-        if old != *generation {
-            self.inner.idle.lock().unwrap().clear();
-            self.inner.breaker.lock().unwrap().reset();
-        }
-        let want = (*pool_size).max(1);
-        let had = self.inner.size.swap(want, Ordering::AcqRel);
-        if want > had {
-            self.inner.permits.add_permits((want - had) as usize);
-        } else if want < had {
-            let permits = self.inner.permits.clone();
-            tokio::spawn(async move {
-                if let Ok(p) = permits.acquire_many_owned(had - want).await {
-                    p.forget();
-                }
-            });
         }
     }
 
-    /// Follows the php-fpm state and reaps idle connections until `shutdown`.
+    /// The current backend, if php-fpm is ready.
+    pub fn current(&self) -> Option<Arc<Backend>> {
+        match &*self.inner.state.borrow() {
+            PhpFpmState::Ready { backend } => Some(backend.clone()),
+            _ => None,
+        }
+    }
+
+    /// How long a connect may take.
+    pub fn connect_timeout(&self) -> Duration {
+        self.inner.settings.connect_timeout
+    }
+
+    /// Whether `backend` is the php-fpm serving now.
+    pub fn is_current_backend(&self, backend: &Arc<Backend>) -> bool {
+        self.is_current(backend.generation)
+    }
+
+    /// Waits up to `grace` for php-fpm `generation` to stop being the
+    /// current one (the supervisor saw its master die); whether it did.
+    pub async fn replaced_within(&self, generation: u64, grace: Duration) -> bool {
+        let mut state = self.inner.state.clone();
+        let gone = state.wait_for(|s| match s {
+            PhpFpmState::Ready { backend } => {
+                backend.generation != generation || backend.is_retired()
+            }
+            _ => true,
+        });
+        tokio::time::timeout(grace, gone).await.is_ok()
+    }
+
+    /// Whether `generation` is the php-fpm serving now.
+    fn is_current(&self, generation: u64) -> bool {
+        self.current()
+            .is_some_and(|b| b.generation == generation && !b.is_retired())
+    }
+
+    /// Follows the php-fpm state: a new backend resets the breaker (a fresh
+    /// php-fpm owes nothing for the old one's failures); reaps idle
+    /// connections that are closed or too old, until `shutdown`.
     pub async fn maintain(self, shutdown: CancellationToken) {
         let mut state = self.inner.state.clone();
         let period = self
@@ -248,35 +209,44 @@ impl UpstreamPool {
             .unwrap_or(Duration::from_secs(1));
         let mut tick = tokio::time::interval(period);
         let mut watching = true;
+        let mut generation = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = state.changed(), if watching => match r {
                     Ok(()) => {
-                        let s = state.borrow_and_update().clone();
-                        self.apply_state(&s);
+                        let now = match &*state.borrow_and_update() {
+                            PhpFpmState::Ready { backend } => Some(backend.generation),
+                            _ => None,
+                        };
+                        if now.is_some() && now != generation {
+                            self.inner.breaker.lock().unwrap().reset();
+                            generation = now;
+                        }
                     }
                     Err(_) => watching = false,
                 },
                 _ = tick.tick() => self.reap(Instant::now()),
             }
         }
-        self.inner.idle.lock().unwrap().clear();
+        if let Some(b) = self.current() {
+            b.close_idle();
+        }
     }
 
     /// Drops idle connections that are closed, readable or too old.
     pub fn reap(&self, now: Instant) {
+        let Some(b) = self.current() else { return };
         let lifetime = self.inner.settings.idle_lifetime;
-        self.inner
-            .idle
+        b.idle
             .lock()
             .unwrap()
-            .retain(|i| !expired(i, lifetime, now) && !i.conn.looks_closed());
+            .retain(|i| !expired(i, lifetime, now) && i.conn.is_quiet());
     }
 
-    /// Number of idle pooled connections.
+    /// Number of idle pooled connections to the current php-fpm.
     pub fn idle_count(&self) -> usize {
-        self.inner.idle.lock().unwrap().len()
+        self.current().map_or(0, |b| b.idle_count())
     }
 
     /// The breaker, shared with the health probe.
@@ -284,119 +254,171 @@ impl UpstreamPool {
         self.inner.breaker.clone()
     }
 
-    /// php-fpm answered a whole request.
-    pub fn report_success(&self) {
+    /// php-fpm answered a whole request on `lease`.
+    pub fn report_success(&self, lease: &Lease) {
+        lease.backend.response_completed();
         self.inner.breaker.lock().unwrap().success();
     }
 
-    /// A real failure: refused, reset, gone.
-    pub fn report_failure(&self) {
-        self.inner.breaker.lock().unwrap().failure(Instant::now());
+    /// A real failure of php-fpm `generation` (refused, reset, gone). It
+    /// counts only while that php-fpm is the current, ready one: failures
+    /// of a php-fpm the supervisor is restarting, reloading or has killed
+    /// are explained already.
+    pub fn report_failure(&self, generation: u64) {
+        if self.is_current(generation) {
+            self.inner.breaker.lock().unwrap().failure(Instant::now());
+        }
     }
 
-    /// Waits (FIFO, until `deadline`) for a connection. `probe` skips the
-    /// breaker check (the health probe is what closes it).
-    pub async fn acquire(&self, deadline: Instant, probe: bool) -> Result<Lease, AcquireError> {
-        let inner = &self.inner;
-        if !probe && !inner.breaker.lock().unwrap().allows_request(Instant::now()) {
+    /// Waits until php-fpm is ready; its backend. `Stopped` when tqsup stops.
+    async fn ready_backend(
+        state: &mut watch::Receiver<PhpFpmState>,
+        deadline: Instant,
+        not: Option<u64>,
+    ) -> Result<Arc<Backend>, AcquireError> {
+        let found = tokio::time::timeout_at(
+            deadline,
+            state.wait_for(|s| match s {
+                PhpFpmState::Ready { backend } => {
+                    !backend.is_retired() && Some(backend.generation) != not
+                }
+                PhpFpmState::Stopped => true,
+                _ => false,
+            }),
+        )
+        .await;
+        match found {
+            Ok(Ok(s)) => match &*s {
+                PhpFpmState::Ready { backend } => Ok(backend.clone()),
+                _ => Err(AcquireError::Stopped),
+            },
+            Ok(Err(_)) => Err(AcquireError::Stopped),
+            Err(_) => Err(AcquireError::QueueTimeout),
+        }
+    }
+
+    /// Waits (FIFO, until `deadline`) for a connection to the current
+    /// php-fpm. While php-fpm restarts or reloads, waits for the next one.
+    pub async fn acquire(&self, deadline: Instant) -> Result<Lease, AcquireError> {
+        if !self
+            .inner
+            .breaker
+            .lock()
+            .unwrap()
+            .allows_request(Instant::now())
+        {
             return Err(AcquireError::BreakerOpen);
         }
-        let queued = (!probe).then(|| metrics::global().hold(|m| &m.queue_depth));
-        let permit =
-            match tokio::time::timeout_at(deadline, inner.permits.clone().acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                Ok(Err(_)) => return Err(AcquireError::Stopped),
-                Err(_) => return Err(AcquireError::QueueTimeout),
-            };
+        let queued = metrics::global().hold(|m| &m.queue_depth);
+        let r = self.lease(deadline, None).await;
         drop(queued);
+        r
+    }
+
+    /// A fresh connection for a replay, to a php-fpm other than `not` when
+    /// given (the one that just died: wait for the supervisor's next one).
+    pub async fn acquire_fresh(
+        &self,
+        deadline: Instant,
+        not: Option<u64>,
+    ) -> Result<Lease, AcquireError> {
+        self.lease_inner(deadline, not, false).await
+    }
+
+    async fn lease(&self, deadline: Instant, not: Option<u64>) -> Result<Lease, AcquireError> {
+        self.lease_inner(deadline, not, true).await
+    }
+
+    async fn lease_inner(
+        &self,
+        deadline: Instant,
+        not: Option<u64>,
+        reuse: bool,
+    ) -> Result<Lease, AcquireError> {
+        let inner = &self.inner;
         let m = metrics::global();
         let mut state = inner.state.clone();
         loop {
-            let (generation, endpoint) = {
-                let seen = match tokio::time::timeout_at(
-                    deadline,
-                    state.wait_for(|s| s.is_ready() || *s == PhpFpmState::Stopped),
-                )
-                .await
-                {
-                    Ok(Ok(s)) => Some(s.clone()),
-                    Ok(Err(_)) => None,
-                    Err(_) => return Err(AcquireError::QueueTimeout),
-                };
-                let s = seen.unwrap_or_else(|| state.borrow().clone());
-                match s {
-                    PhpFpmState::Ready {
-                        generation,
-                        endpoint,
-                        ..
-                    } => (generation, endpoint),
-                    _ => return Err(AcquireError::Stopped),
-                }
+            let backend = Self::ready_backend(&mut state, deadline, not).await?;
+            let permit = tokio::select! {
+                biased;
+                p = backend.permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    // Retired while we waited: on to the next php-fpm.
+                    Err(_) => continue,
+                },
+                _ = tokio::time::sleep_until(deadline) => return Err(AcquireError::QueueTimeout),
             };
-            if let Some(i) = self.take_idle(generation) {
+            if reuse && let Some(i) = take_idle(&backend, inner.settings.idle_lifetime) {
                 return Ok(Lease {
-                    pool: inner.clone(),
+                    _busy: backend.hold(),
+                    backend,
                     _permit: permit,
-                    generation,
-                    endpoint,
                     conn: i.conn,
                     buf: i.buf,
                     reused: true,
+                    served: i.served,
                     open: i.open,
-                    _busy: m.hold(|m| &m.upstream_busy),
+                    _busy_gauge: m.hold(|m| &m.upstream_busy),
                 });
             }
-            match connect(&endpoint, inner.settings.connect_timeout).await {
-                Ok(conn) => {
-                    return Ok(Lease {
-                        pool: inner.clone(),
-                        _permit: permit,
-                        generation,
-                        endpoint,
-                        conn,
-                        buf: BytesMut::with_capacity(16 * 1024),
-                        reused: false,
-                        open: m.hold(|m| &m.upstream_open),
-                        _busy: m.hold(|m| &m.upstream_busy),
-                    });
-                }
-                Err(e) if is_saturation(&e) => {
-                    // A full listen backlog: wait like any queued request.
-                    if Instant::now() + Duration::from_millis(5) >= deadline {
-                        return Err(AcquireError::QueueTimeout);
+            loop {
+                match connect(&backend.endpoint, inner.settings.connect_timeout).await {
+                    Ok(conn) => {
+                        return Ok(Lease {
+                            _busy: backend.hold(),
+                            backend,
+                            _permit: permit,
+                            conn,
+                            buf: BytesMut::with_capacity(16 * 1024),
+                            reused: false,
+                            served: 0,
+                            open: m.hold(|m| &m.upstream_open),
+                            _busy_gauge: m.hold(|m| &m.upstream_busy),
+                        });
                     }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err(e) => {
-                    m.upstream_connect_errors.inc();
-                    // php-fpm may be restarting: wait a little for the
-                    // supervisor to say so, then try again. Only a failure
-                    // the supervisor does not explain counts for the breaker,
-                    // so a restart never opens it.
-                    let wait = (Instant::now() + inner.settings.connect_timeout).min(deadline);
-                    match tokio::time::timeout_at(wait, state.changed()).await {
-                        Ok(Ok(())) => continue,
-                        _ => {
-                            self.report_failure();
-                            return Err(AcquireError::Unreachable(e));
+                    Err(e) if is_saturation(&e) => {
+                        // A full listen backlog: wait like any queued request.
+                        if Instant::now() + Duration::from_millis(5) >= deadline {
+                            return Err(AcquireError::QueueTimeout);
                         }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err(e) => {
+                        m.upstream_connect_errors.inc();
+                        // php-fpm may be going away: give the supervisor a
+                        // moment to say so, then wait for the next one. Only
+                        // a failure the supervisor does not explain counts
+                        // for the breaker.
+                        if backend.is_retired() {
+                            break;
+                        }
+                        let wait = (Instant::now() + inner.settings.connect_timeout).min(deadline);
+                        let _ = tokio::time::timeout_at(wait, state.changed()).await;
+                        if backend.is_retired() || !self.is_current(backend.generation) {
+                            break;
+                        }
+                        self.report_failure(backend.generation);
+                        return Err(AcquireError::Unreachable(e));
                     }
                 }
             }
         }
     }
+}
 
-    fn take_idle(&self, generation: u64) -> Option<Idle> {
-        let lifetime = self.inner.settings.idle_lifetime;
-        let now = Instant::now();
-        let mut idle = self.inner.idle.lock().unwrap();
-        while let Some(i) = idle.pop() {
-            if i.generation == generation && !expired(&i, lifetime, now) && !i.conn.looks_closed() {
-                return Some(i);
-            }
+/// The most recently used idle connection that is provably open. Taking
+/// the newest keeps the oldest idle so they age out (and php-fpm's process
+/// manager can shrink a dynamic pool).
+fn take_idle(backend: &Backend, lifetime: Option<Duration>) -> Option<Idle> {
+    let now = Instant::now();
+    let mut idle = backend.idle.lock().unwrap();
+    while let Some(i) = idle.pop() {
+        if !expired(&i, lifetime, now) && i.conn.is_quiet() {
+            return Some(i);
         }
-        None
     }
+    None
 }
 
 fn expired(i: &Idle, lifetime: Option<Duration>, now: Instant) -> bool {

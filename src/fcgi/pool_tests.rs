@@ -17,20 +17,44 @@ fn settings() -> PoolSettings {
 
 fn ready(generation: u64, path: &std::path::Path, pool_size: u32) -> PhpFpmState {
     PhpFpmState::Ready {
-        generation,
-        endpoint: Endpoint::Unix(path.to_path_buf()),
-        pool_size,
+        backend: Backend::new(
+            generation,
+            Endpoint::Unix(path.to_path_buf()),
+            None,
+            pool_size,
+            0,
+        ),
     }
 }
 
-struct Backend {
+/// Plays the supervisor: publishes states and retires a backend that
+/// stops being the current one.
+struct Publisher(watch::Sender<PhpFpmState>);
+
+impl Publisher {
+    fn new(first: PhpFpmState) -> (Self, watch::Receiver<PhpFpmState>) {
+        let (tx, rx) = watch::channel(first);
+        (Publisher(tx), rx)
+    }
+
+    fn send(&self, s: PhpFpmState) {
+        let old = self.0.send_replace(s);
+        if let PhpFpmState::Ready { backend } = old
+            && self.0.borrow().backend() != Some(&backend)
+        {
+            backend.retire();
+        }
+    }
+}
+
+struct Server {
     _dir: tempfile::TempDir,
     path: PathBuf,
     /// Accepted server-side sockets, kept open.
     accepted: Arc<Mutex<Vec<tokio::net::UnixStream>>>,
 }
 
-fn backend() -> Backend {
+fn server() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fpm.sock");
     let l = UnixListener::bind(&path).unwrap();
@@ -41,7 +65,7 @@ fn backend() -> Backend {
             a.lock().unwrap().push(s);
         }
     });
-    Backend {
+    Server {
         _dir: dir,
         path,
         accepted,
@@ -54,18 +78,18 @@ fn soon(ms: u64) -> Instant {
 
 #[tokio::test]
 async fn at_most_pool_size_connections_then_fifo_queue_with_timeout() {
-    let b = backend();
-    let (_tx, rx) = watch::channel(ready(1, &b.path, 2));
+    let b = server();
+    let (_tx, rx) = Publisher::new(ready(1, &b.path, 2));
     let pool = UpstreamPool::new(rx, settings());
-    let l1 = pool.acquire(soon(500), false).await.unwrap();
-    let l2 = pool.acquire(soon(500), false).await.unwrap();
+    let l1 = pool.acquire(soon(500)).await.unwrap();
+    let l2 = pool.acquire(soon(500)).await.unwrap();
     assert!(matches!(
-        pool.acquire(soon(100), false).await,
+        pool.acquire(soon(100)).await,
         Err(AcquireError::QueueTimeout)
     ));
     // A waiter gets the connection given back, not a new one.
     let p = pool.clone();
-    let waiter = tokio::spawn(async move { p.acquire(soon(2000), false).await.map(|l| l.reused) });
+    let waiter = tokio::spawn(async move { p.acquire(soon(2000)).await.map(|l| l.reused) });
     tokio::time::sleep(Duration::from_millis(50)).await;
     l1.release();
     assert!(
@@ -83,29 +107,29 @@ async fn at_most_pool_size_connections_then_fifo_queue_with_timeout() {
 
 #[tokio::test]
 async fn requests_wait_while_php_fpm_restarts_and_go_to_the_new_one() {
-    let b = backend();
-    let (tx, rx) = watch::channel(PhpFpmState::Starting);
+    let b = server();
+    let (tx, rx) = Publisher::new(PhpFpmState::Starting);
     let pool = UpstreamPool::new(rx, settings());
     let p = pool.clone();
     tokio::spawn(p.clone().maintain(CancellationToken::new()));
-    let queued = tokio::spawn(async move { p.acquire(soon(3000), false).await.map(|l| l.reused) });
+    let queued = tokio::spawn(async move { p.acquire(soon(3000)).await.map(|l| l.reused) });
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!queued.is_finished());
-    tx.send(ready(1, &b.path, 1)).unwrap();
+    tx.send(ready(1, &b.path, 1));
     assert!(!queued.await.unwrap().unwrap());
 
     // Generation 2 (a restart): the idle connection of generation 1 is dropped.
-    pool.acquire(soon(500), false).await.unwrap().release();
+    pool.acquire(soon(500)).await.unwrap().release();
     assert_eq!(pool.idle_count(), 1);
-    tx.send(PhpFpmState::Restarting).unwrap();
+    tx.send(PhpFpmState::Restarting);
     let p = pool.clone();
-    let queued = tokio::spawn(async move { p.acquire(soon(3000), false).await.map(|l| l.reused) });
+    let queued = tokio::spawn(async move { p.acquire(soon(3000)).await.map(|l| l.reused) });
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         !queued.is_finished(),
         "held in the queue during the restart"
     );
-    tx.send(ready(2, &b.path, 1)).unwrap();
+    tx.send(ready(2, &b.path, 1));
     assert!(
         !queued.await.unwrap().unwrap(),
         "a fresh connection to the new php-fpm"
@@ -114,10 +138,10 @@ async fn requests_wait_while_php_fpm_restarts_and_go_to_the_new_one() {
 
 #[tokio::test]
 async fn idle_connection_closed_by_php_fpm_is_not_reused() {
-    let b = backend();
-    let (_tx, rx) = watch::channel(ready(1, &b.path, 1));
+    let b = server();
+    let (_tx, rx) = Publisher::new(ready(1, &b.path, 1));
     let pool = UpstreamPool::new(rx, settings());
-    pool.acquire(soon(500), false).await.unwrap().release();
+    pool.acquire(soon(500)).await.unwrap().release();
     assert_eq!(pool.idle_count(), 1);
     // php-fpm closes it (pm.max_requests reached).
     while b.accepted.lock().unwrap().is_empty() {
@@ -127,18 +151,18 @@ async fn idle_connection_closed_by_php_fpm_is_not_reused() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     pool.reap(Instant::now());
     assert_eq!(pool.idle_count(), 0);
-    let l = pool.acquire(soon(500), false).await.unwrap();
+    let l = pool.acquire(soon(500)).await.unwrap();
     assert!(!l.reused);
 }
 
 #[tokio::test]
 async fn idle_connections_expire() {
-    let b = backend();
-    let (_tx, rx) = watch::channel(ready(1, &b.path, 1));
+    let b = server();
+    let (_tx, rx) = Publisher::new(ready(1, &b.path, 1));
     let mut s = settings();
     s.idle_lifetime = Some(Duration::from_millis(100));
     let pool = UpstreamPool::new(rx, s);
-    pool.acquire(soon(500), false).await.unwrap().release();
+    pool.acquire(soon(500)).await.unwrap().release();
     pool.reap(Instant::now());
     assert_eq!(pool.idle_count(), 1);
     pool.reap(Instant::now() + Duration::from_millis(150));
@@ -149,28 +173,28 @@ async fn idle_connections_expire() {
 async fn refused_connections_open_the_breaker_queue_timeouts_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gone.sock");
-    let (_tx, rx) = watch::channel(ready(1, &path, 1));
+    let (_tx, rx) = Publisher::new(ready(1, &path, 1));
     let pool = UpstreamPool::new(rx, settings());
     assert!(matches!(
-        pool.acquire(soon(500), false).await,
+        pool.acquire(soon(500)).await,
         Err(AcquireError::Unreachable(_))
     ));
     assert!(matches!(
-        pool.acquire(soon(500), false).await,
+        pool.acquire(soon(500)).await,
         Err(AcquireError::Unreachable(_))
     ));
     assert!(matches!(
-        pool.acquire(soon(500), false).await,
+        pool.acquire(soon(500)).await,
         Err(AcquireError::BreakerOpen)
     ));
 
-    let b = backend();
-    let (_tx, rx) = watch::channel(ready(1, &b.path, 1));
+    let b = server();
+    let (_tx, rx) = Publisher::new(ready(1, &b.path, 1));
     let pool = UpstreamPool::new(rx, settings());
-    let _held = pool.acquire(soon(500), false).await.unwrap();
+    let _held = pool.acquire(soon(500)).await.unwrap();
     for _ in 0..3 {
         assert!(matches!(
-            pool.acquire(soon(20), false).await,
+            pool.acquire(soon(20)).await,
             Err(AcquireError::QueueTimeout)
         ));
     }
@@ -184,15 +208,15 @@ async fn refused_connections_open_the_breaker_queue_timeouts_do_not() {
 
 #[tokio::test]
 async fn a_smaller_pool_size_takes_effect() {
-    let b = backend();
-    let (tx, rx) = watch::channel(ready(1, &b.path, 3));
+    let b = server();
+    let (tx, rx) = Publisher::new(ready(1, &b.path, 3));
     let pool = UpstreamPool::new(rx, settings());
     tokio::spawn(pool.clone().maintain(CancellationToken::new()));
-    tx.send(ready(1, &b.path, 1)).unwrap();
+    tx.send(ready(1, &b.path, 1));
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let _l = pool.acquire(soon(500), false).await.unwrap();
+    let _l = pool.acquire(soon(500)).await.unwrap();
     assert!(matches!(
-        pool.acquire(soon(50), false).await,
+        pool.acquire(soon(50)).await,
         Err(AcquireError::QueueTimeout)
     ));
 }
@@ -200,10 +224,10 @@ async fn a_smaller_pool_size_takes_effect() {
 #[tokio::test]
 async fn a_connection_read_to_the_end_is_reused() {
     use tokio::io::AsyncWriteExt as _;
-    let b = backend();
-    let (_tx, rx) = watch::channel(ready(1, &b.path, 1));
+    let b = server();
+    let (_tx, rx) = Publisher::new(ready(1, &b.path, 1));
     let pool = UpstreamPool::new(rx, settings());
-    let mut l = pool.acquire(soon(500), false).await.unwrap();
+    let mut l = pool.acquire(soon(500)).await.unwrap();
     while b.accepted.lock().unwrap().is_empty() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -221,34 +245,94 @@ async fn a_connection_read_to_the_end_is_reused() {
         1,
         "a stale readable flag must not drop it"
     );
-    assert!(pool.acquire(soon(500), false).await.unwrap().reused);
+    assert!(pool.acquire(soon(500)).await.unwrap().reused);
     drop(server);
 }
 
 #[tokio::test]
 async fn a_replay_after_php_fpm_died_waits_for_the_restarted_one() {
-    let b1 = backend();
-    let (tx, rx) = watch::channel(ready(1, &b1.path, 1));
+    let b1 = server();
+    let (tx, rx) = Publisher::new(ready(1, &b1.path, 1));
     let pool = UpstreamPool::new(rx, settings());
     tokio::spawn(pool.clone().maintain(CancellationToken::new()));
-    let mut lease = pool.acquire(soon(500), false).await.unwrap();
+    let first = pool.acquire(soon(500)).await.unwrap();
     // php-fpm is killed: its socket is gone.
     std::fs::remove_file(&b1.path).unwrap();
-    let b2 = backend();
+    let b2 = server();
     let path2 = b2.path.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        tx.send(PhpFpmState::Restarting).unwrap();
+        tx.send(PhpFpmState::Restarting);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        tx.send(ready(2, &path2, 1)).unwrap();
+        tx.send(ready(2, &path2, 1));
         tokio::time::sleep(Duration::from_secs(5)).await;
     });
-    lease.reconnect(soon(3000)).await.unwrap();
+    let lease = pool.acquire_fresh(soon(3000), Some(1)).await.unwrap();
     assert!(!lease.reused);
+    assert_eq!(lease.backend().generation, 2, "never the php-fpm that died");
     while b2.accepted.lock().unwrap().is_empty() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Released into the new generation's pool.
+    // Released into the new generation's pool; the old lease is not.
     lease.release();
+    first.release();
     assert_eq!(pool.idle_count(), 1);
+}
+
+#[tokio::test]
+async fn a_retired_backend_drains_and_its_queue_moves_to_the_next() {
+    let b1 = server();
+    let b2 = server();
+    let (tx, rx) = Publisher::new(ready(1, &b1.path, 1));
+    let pool = UpstreamPool::new(rx, settings());
+    let held = pool.acquire(soon(500)).await.unwrap();
+    pool.acquire(soon(500)).await.err();
+    let old = held.backend().clone();
+    assert_eq!(old.busy(), 1);
+    let p = pool.clone();
+    let queued =
+        tokio::spawn(async move { p.acquire(soon(3000)).await.map(|l| l.backend().generation) });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!queued.is_finished(), "waits for the one connection");
+    // A reload: generation 2 beside generation 1.
+    tx.send(ready(2, &b2.path, 1));
+    assert_eq!(queued.await.unwrap().unwrap(), 2, "the queue moved on");
+    assert!(old.is_retired());
+    let drained = tokio::spawn(async move { old.drained().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !drained.is_finished(),
+        "a request still runs on the old one"
+    );
+    held.release();
+    drained.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_is_retired_at_max_requests() {
+    let b = server();
+    let backend = Backend::new(1, Endpoint::Unix(b.path.clone()), None, 1, 2);
+    let (_tx, rx) = Publisher::new(PhpFpmState::Ready { backend });
+    let pool = UpstreamPool::new(rx, settings());
+    pool.acquire(soon(500)).await.unwrap().release();
+    let second = pool.acquire(soon(500)).await.unwrap();
+    assert!(second.reused);
+    second.release();
+    assert_eq!(pool.idle_count(), 0, "php-fpm closes it after 2 requests");
+}
+
+#[tokio::test]
+async fn failures_of_a_replaced_php_fpm_never_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = server();
+    let (tx, rx) = Publisher::new(ready(1, &dir.path().join("gone.sock"), 1));
+    let pool = UpstreamPool::new(rx, settings());
+    tx.send(ready(2, &b.path, 1));
+    for _ in 0..5 {
+        pool.report_failure(1);
+    }
+    assert!(
+        pool.acquire(soon(500)).await.is_ok(),
+        "breaker still closed"
+    );
 }

@@ -169,20 +169,47 @@ impl PhpFpm {
     /// to be gone (it may hold the socket), drain the log readers, and
     /// classify the exit.
     pub async fn finish(mut self) -> ExitKind {
+        let kind = self.exit_kind().await;
+        self.reap_group().await;
+        kind
+    }
+
+    /// After the master's exit: how it ended, from its status and its last
+    /// log lines (waited for briefly when it exited on its own: they say
+    /// why). Its children are left alone.
+    pub async fn exit_kind(&mut self) -> ExitKind {
+        use std::os::unix::process::ExitStatusExt;
         let status = self.wait().await;
-        {
-            use std::os::unix::process::ExitStatusExt;
-            let code = status.code().map(i64::from);
-            let code = code.or(status.signal().map(|s| -i64::from(s)));
-            crate::metrics::global().php_fpm_exited(code.unwrap_or(-1));
+        let code = status.code().map(i64::from);
+        let code = code.or(status.signal().map(|s| -i64::from(s)));
+        crate::metrics::global().php_fpm_exited(code.unwrap_or(-1));
+        if status.signal().is_none() {
+            // Readers that end are done with; the others are waited for
+            // again when the group is reaped.
+            let mut open = Vec::new();
+            for mut r in self.readers.drain(..) {
+                if tokio::time::timeout(Duration::from_millis(300), &mut r)
+                    .await
+                    .is_err()
+                {
+                    open.push(r);
+                }
+            }
+            self.readers = open;
         }
+        classify(status, &self.logs.recent(), &self.endpoint)
+    }
+
+    /// Kills what is left of the group (children of a master that died,
+    /// done with their requests or not) and waits until it is gone.
+    pub async fn reap_group(mut self) {
+        self.wait().await;
         self.kill();
         wait_group_gone(self.pid).await;
         for r in self.readers.drain(..) {
             let _ = tokio::time::timeout(Duration::from_millis(300), r).await;
         }
         drop(self.guard.take());
-        classify(status, &self.logs.recent(), &self.endpoint)
     }
 }
 

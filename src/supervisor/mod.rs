@@ -1,18 +1,28 @@
 //! The supervisor task: performs what the state machine (`state.rs`)
 //! decides. It launches php-fpm (`child.rs`), waits for its ping, probes its
-//! liveness, restarts it with backoff, reloads it on request (serialized:
-//! one request at a time), publishes [`PhpFpmState`] and talks to systemd.
+//! liveness on php-fpm's status pool, restarts it with backoff, reloads it
+//! on request (one reload at a time; requests during one coalesce into one
+//! more), publishes [`PhpFpmState`] and talks to systemd.
+//!
+//! When tqsup owns php-fpm's endpoint (forwarding on, socket in the runtime
+//! dir), every php-fpm instance gets sockets of its own: a reload starts the
+//! new php-fpm beside the old one and switches the pool to it once it
+//! answers, and a master that dies leaves its children to finish their
+//! requests while the next php-fpm starts on a fresh socket. The old
+//! instance is retired in the background (`retire.rs`).
 
 pub mod backoff;
 pub mod child;
 pub mod holder;
 pub mod logs;
 pub mod reload;
+mod retire;
 pub mod state;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -20,15 +30,16 @@ use sd_notify::NotifyState;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::config::Endpoint;
+use crate::config::{Config, Endpoint};
 use crate::control::Control;
 use crate::metrics;
 use crate::probe;
-use crate::upstream::{InternalPaths, PhpFpmState};
+use crate::upstream::{Backend, InternalPaths, PhpFpmState};
 use backoff::Backoff;
 use child::PhpFpm;
-use reload::Generation;
+use reload::{Generation, ReloadDone};
 use state::{Action, Event, Phase, Policy, State};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -54,6 +65,15 @@ pub struct Outcome {
     pub message: Option<String>,
 }
 
+/// Whether php-fpm instances of `config` get sockets of their own in the
+/// runtime directory (and so can run beside each other): only when tqsup
+/// owns php-fpm's endpoint, i.e. it forwards and php-fpm listens on the
+/// private default socket. Otherwise web servers or the dev front talk to
+/// a fixed address, and a reload is php-fpm's own SIGUSR2.
+pub fn owns_endpoint(config: &Config) -> bool {
+    config.forward.enabled && config.php_fpm.listen.is_none()
+}
+
 /// The task's state. Fields are disjoint so `select!` can borrow them.
 pub struct Supervisor {
     setup: Setup,
@@ -65,6 +85,13 @@ pub struct Supervisor {
     stop: CancellationToken,
     /// The running php-fpm, if any.
     child: Option<PhpFpm>,
+    /// The instance number of the files and sockets `setup.generation.files`
+    /// were rendered for (see `render::socket_files`).
+    instance: u64,
+    /// php-fpm processes launched so far.
+    spawned: u64,
+    /// The backend of the php-fpm published as ready last.
+    backend: Option<Arc<Backend>>,
     /// The readiness probe while starting: true = pong.
     ready: Option<BoxFuture<bool>>,
     /// One liveness probe in flight.
@@ -72,6 +99,9 @@ pub struct Supervisor {
     liveness: Interval,
     /// Consecutive failed liveness probes.
     failures: u32,
+    /// Responses completed when liveness was last judged: responses that
+    /// keep completing are evidence of life, whatever a probe says.
+    seen_completed: u64,
     /// The backoff sleep before a restart.
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Grows at every Ready published.
@@ -80,6 +110,13 @@ pub struct Supervisor {
     notified_ready: bool,
     /// Why the coming restart happens, for the restarts metric's label.
     restart_cause: &'static str,
+    /// The reload in progress, if any.
+    reload: Option<BoxFuture<ReloadDone>>,
+    /// Reload requests that arrived during a reload or a start: one more
+    /// reload afterwards, whatever their number.
+    reload_pending: Option<String>,
+    /// Old php-fpm instances finishing their requests before they stop.
+    retiring: TaskTracker,
 }
 
 impl Supervisor {
@@ -91,13 +128,7 @@ impl Supervisor {
     ) -> anyhow::Result<Self> {
         let s = &setup.generation.config.supervisor;
         let backoff = Backoff::try_new(s.backoff_initial, s.backoff_max, Backoff::JITTER)?;
-        let health = &setup.generation.config.forward.health;
-        let mut every = health.interval;
-        if let Some(wd) = sd_notify::watchdog_enabled() {
-            every = every.min(wd / 2);
-        }
-        let mut liveness = tokio::time::interval(every.max(Duration::from_millis(10)));
-        liveness.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let liveness = liveness_interval(&setup.generation.config);
         Ok(Supervisor {
             policy: Policy::from_config(s),
             backoff,
@@ -107,14 +138,21 @@ impl Supervisor {
             controls,
             stop,
             child: None,
+            instance: 1,
+            spawned: 0,
+            backend: None,
             ready: None,
             probe: None,
             liveness,
             failures: 0,
+            seen_completed: 0,
             waiting: None,
             generation: 0,
             notified_ready: false,
             restart_cause: "exit",
+            reload: None,
+            reload_pending: None,
+            retiring: TaskTracker::new(),
         })
     }
 
@@ -133,22 +171,34 @@ impl Supervisor {
                 self.state = state;
                 for action in actions {
                     if let Some(out) = self.perform(action, &mut events).await {
-                        self.published.send_replace(PhpFpmState::Stopped);
+                        self.publish(PhpFpmState::Stopped);
+                        self.finish_retiring().await;
                         return out;
                     }
                 }
+            }
+            if self.reload.is_none()
+                && matches!(self.state.phase, Phase::Running { .. })
+                && let Some(reason) = self.reload_pending.take()
+            {
+                self.start_reload(reason);
             }
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled(), if !stop_seen => {
                     stop_seen = true;
+                    // A reload in flight is abandoned (its php-fpm killed).
+                    self.reload = None;
+                    self.reload_pending = None;
                     events.push_back(Event::Stop);
                 }
                 _ = wait_child(&mut self.child) => {
-                    let child = self.child.take().expect("a child that exited");
-                    self.ready = None;
-                    self.probe = None;
-                    events.push_back(Event::Exited { exit: child.finish().await });
+                    let exit = self.child_exited().await;
+                    events.push_back(Event::Exited { exit });
+                }
+                done = maybe(&mut self.reload) => {
+                    self.reload = None;
+                    self.reload_done(done, &mut events);
                 }
                 ok = maybe(&mut self.ready) => {
                     self.ready = None;
@@ -167,7 +217,7 @@ impl Supervisor {
                 _ = self.liveness.tick() => self.start_probe(),
                 control = self.controls.recv(), if controls_open => match control {
                     None => controls_open = false,
-                    Some(Control::Reload { reason }) => self.reload(&reason, &mut events).await,
+                    Some(Control::Reload { reason }) => self.request_reload(reason),
                     Some(Control::Restart { reason }) => events.push_back(Event::Restart { reason }),
                     Some(Control::ReopenLogs) => {
                         if let Some(c) = &self.child {
@@ -180,31 +230,61 @@ impl Supervisor {
         }
     }
 
+    /// Publishes `state`; a backend that stops being the current one is
+    /// retired (lends nothing more, its idle connections closed).
+    fn publish(&mut self, state: PhpFpmState) {
+        let old = self.published.send_replace(state);
+        if let PhpFpmState::Ready { backend } = old
+            && self.published.borrow().backend() != Some(&backend)
+        {
+            backend.retire();
+        }
+    }
+
+    /// The running php-fpm's master exited. The forwarder hears it first (so
+    /// no request goes to it and failures on it never count), then the exit
+    /// is classified. When each instance has its own sockets, the children
+    /// of a master that died on its own may still be running requests: they
+    /// finish them (bounded by `stop_timeout_ms`) while the next php-fpm
+    /// starts; otherwise the group is killed now (it holds the address).
+    async fn child_exited(&mut self) -> state::ExitKind {
+        let mut child = self.child.take().expect("a child that exited");
+        self.ready = None;
+        self.probe = None;
+        let was_live = matches!(self.state.phase, Phase::Running { .. });
+        if self.published.borrow().is_ready() {
+            metrics::global().php_fpm_up.set(0);
+            self.publish(PhpFpmState::Restarting);
+        }
+        let exit = child.exit_kind().await;
+        if was_live && owns_endpoint(&self.setup.generation.config) {
+            let backend = self.backend.take();
+            let files = self.setup.generation.files.clone();
+            let grace = self.setup.generation.config.supervisor.stop_timeout;
+            self.retiring
+                .spawn(retire::orphaned(child, backend, files, grace));
+        } else {
+            child.reap_group().await;
+        }
+        exit
+    }
+
     async fn perform(
         &mut self,
         action: Action,
         events: &mut std::collections::VecDeque<Event>,
     ) -> Option<Outcome> {
-        let g = &self.setup.generation;
         match action {
             Action::Spawn => {
-                let pool = &g.config.php_fpm.pool.name;
-                match PhpFpm::spawn(&g.command, pool, &g.files.endpoint) {
-                    Ok(c) => {
-                        metrics::global().php_fpm_started();
-                        tracing::info!(pid = c.pid(), pool = %pool, "php-fpm started");
-                        self.child = Some(c);
-                    }
-                    Err(e) => events.push_back(Event::Exited {
-                        exit: state::ExitKind::Failed(format!(
-                            "cannot launch {}: {e}",
-                            g.command[0].to_string_lossy()
-                        )),
-                    }),
+                if let Err(e) = self.spawn() {
+                    events.push_back(Event::Exited {
+                        exit: state::ExitKind::Failed(format!("{e:#}")),
+                    });
                 }
             }
             Action::AwaitReady => {
-                let (endpoint, path) = (g.files.endpoint.clone(), self.setup.paths.ping.clone());
+                let g = &self.setup.generation;
+                let (endpoint, path) = (g.files.status.clone(), self.setup.paths.ping.clone());
                 let within = g.config.supervisor.ready_timeout;
                 self.ready = Some(Box::pin(wait_ready(endpoint, path, within)));
             }
@@ -214,7 +294,7 @@ impl Supervisor {
             }
             Action::PublishDown => {
                 metrics::global().php_fpm_up.set(0);
-                self.published.send_replace(PhpFpmState::Restarting);
+                self.publish(PhpFpmState::Restarting);
                 sd_status(&PhpFpmState::Restarting);
             }
             Action::Kill => {
@@ -227,7 +307,14 @@ impl Supervisor {
                 if let Some(mut c) = self.child.take() {
                     self.ready = None;
                     self.probe = None;
-                    c.stop(g.config.supervisor.stop_timeout).await;
+                    let stop_timeout = self.setup.generation.config.supervisor.stop_timeout;
+                    if let Some(b) = self.backend.take() {
+                        // Its idle connections are closed (retired when
+                        // Restarting was published): wait for the requests
+                        // in flight, then php-fpm's graceful stop is quick.
+                        let _ = tokio::time::timeout(stop_timeout, b.drained()).await;
+                    }
+                    c.stop(stop_timeout).await;
                     events.push_back(Event::Exited {
                         exit: c.finish().await,
                     });
@@ -255,20 +342,44 @@ impl Supervisor {
         None
     }
 
+    /// Launches php-fpm; with sockets of its own when tqsup owns the
+    /// endpoint (a new instance number, its files rendered for it).
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let g = &mut self.setup.generation;
+        if owns_endpoint(&g.config) && self.spawned > 0 {
+            self.instance += 1;
+            g.write_instance(&self.setup.paths, self.setup.dev, self.instance)?;
+        }
+        let pool = &g.config.php_fpm.pool.name;
+        let c = PhpFpm::spawn(&g.command, pool, &g.files.endpoint).map_err(|e| {
+            anyhow::anyhow!("cannot launch {}: {e}", g.command[0].to_string_lossy())
+        })?;
+        self.spawned += 1;
+        metrics::global().php_fpm_started();
+        tracing::info!(pid = c.pid(), pool = %pool, endpoint = %g.files.endpoint, "php-fpm started");
+        self.child = Some(c);
+        Ok(())
+    }
+
     fn publish_ready(&mut self) {
         self.generation += 1;
         let g = &self.setup.generation;
         let pool = &g.config.php_fpm.pool;
         let pid = self.child.as_ref().map_or(0, PhpFpm::pid);
-        let ready = PhpFpmState::Ready {
-            generation: self.generation,
-            endpoint: g.files.endpoint.clone(),
-            pool_size: g.config.php_fpm.pool_size,
-        };
+        let backend = Backend::new(
+            self.generation,
+            g.files.endpoint.clone(),
+            Some(g.files.status.clone()),
+            g.config.php_fpm.pool_size,
+            pool.max_requests,
+        );
+        self.backend = Some(backend.clone());
+        self.seen_completed = 0;
+        let ready = PhpFpmState::Ready { backend };
         metrics::global().php_fpm_up.set(1);
-        self.published.send_replace(ready.clone());
         let status = crate::admin::summary(&ready, None);
         tracing::info!(pid, generation = self.generation, endpoint = %g.files.endpoint, pool = %pool.name, "php-fpm is ready");
+        self.publish(ready);
         if self.notified_ready {
             sd(&[NotifyState::Status(&status)]);
         } else {
@@ -282,7 +393,7 @@ impl Supervisor {
             return;
         }
         let g = &self.setup.generation;
-        let (endpoint, path) = (g.files.endpoint.clone(), self.setup.paths.ping.clone());
+        let (endpoint, path) = (g.files.status.clone(), self.setup.paths.ping.clone());
         let timeout = g.config.forward.health.timeout;
         self.probe = Some(Box::pin(async move {
             probe::ping(&endpoint, &path, timeout).await
@@ -290,24 +401,18 @@ impl Supervisor {
     }
 
     /// Counts a liveness result; the event when the threshold is reached.
+    /// The probe goes to php-fpm's status pool, which the forwarder never
+    /// holds, so a busy php-fpm answers it; responses completing since the
+    /// last probe also prove life.
     fn liveness_result(&mut self, result: Result<(), probe::ProbeError>) -> Option<Event> {
         if !matches!(self.state.phase, Phase::Running { .. }) {
             return None;
         }
+        let completed = self.backend.as_ref().map_or(0, |b| b.completed());
+        let progressed = completed > self.seen_completed;
+        self.seen_completed = completed;
         match result {
-            Ok(()) => {
-                self.failures = 0;
-                metrics::global().php_fpm_up.set(1);
-                if std::env::var_os("NOTIFY_SOCKET").is_some() {
-                    // Keeps `systemctl status` current (in flight, queued, …).
-                    sd_status(&self.published.borrow());
-                }
-                if sd_notify::watchdog_enabled().is_some() {
-                    sd(&[NotifyState::Watchdog]);
-                }
-                None
-            }
-            Err(e) => {
+            Err(e) if !progressed => {
                 self.failures += 1;
                 metrics::global().php_fpm_up.set(0);
                 let threshold = self
@@ -325,11 +430,42 @@ impl Supervisor {
                     }
                 })
             }
+            r => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "php-fpm ping failed, but responses keep completing");
+                }
+                self.failures = 0;
+                metrics::global().php_fpm_up.set(1);
+                if std::env::var_os("NOTIFY_SOCKET").is_some() {
+                    // Keeps `systemctl status` current (in flight, queued, …).
+                    sd_status(&self.published.borrow());
+                }
+                if sd_notify::watchdog_enabled().is_some() {
+                    sd(&[NotifyState::Watchdog]);
+                }
+                None
+            }
         }
     }
 
-    /// A reload (SIGHUP or Control::Reload): validate, then apply.
-    async fn reload(&mut self, reason: &str, events: &mut std::collections::VecDeque<Event>) {
+    /// A reload request: started now, or after the reload or start in
+    /// progress (any number of requests meanwhile make one more reload).
+    fn request_reload(&mut self, reason: String) {
+        if self.reload.is_some() || !matches!(self.state.phase, Phase::Running { .. }) {
+            tracing::info!(
+                reason,
+                "reload requested; it runs after the current reload or start"
+            );
+            self.reload_pending = Some(reason);
+            return;
+        }
+        self.start_reload(reason);
+    }
+
+    /// Validate, then apply (DESIGN §6): the new config is rendered and
+    /// tested aside; then either a new php-fpm starts beside the running
+    /// one, or the running one gets SIGUSR2.
+    fn start_reload(&mut self, reason: String) {
         tracing::info!(reason, "reloading the configuration");
         sd_reloading();
         let Some(path) = self.setup.generation.config.source.clone() else {
@@ -340,59 +476,137 @@ impl Supervisor {
             sd(&[NotifyState::Ready]);
             return;
         };
-        let prepared =
-            reload::prepare(&path, &self.setup.dir, &self.setup.paths, self.setup.dev).await;
-        let applied = prepared.and_then(|c| c.apply());
-        let new = match applied {
-            Ok(new) => new,
-            Err(e) => {
+        let ctx = reload::ReloadCtx {
+            path,
+            dir: self.setup.dir.clone(),
+            paths: self.setup.paths.clone(),
+            dev: self.setup.dev,
+            running: self.setup.generation.clone(),
+            instance: self.instance + 1,
+        };
+        self.reload = Some(Box::pin(reload::run(ctx)));
+    }
+
+    /// What a finished reload step means for the running php-fpm.
+    fn reload_done(&mut self, done: ReloadDone, events: &mut std::collections::VecDeque<Event>) {
+        let running = matches!(self.state.phase, Phase::Running { .. }) && self.child.is_some();
+        match done {
+            ReloadDone::Refused(e) => {
                 reload::log_refusal(&e);
                 metrics::global().reload(false);
-                sd(&[NotifyState::Ready]);
-                return;
             }
-        };
-        let old = std::mem::replace(&mut self.setup.generation, new);
-        let g = &self.setup.generation;
-        let moved = old.files.endpoint != g.files.endpoint;
-        let new_command = old.command != g.command;
-        match (&self.state.phase, &self.child) {
-            (Phase::Running { .. }, Some(child)) if !moved && !new_command => {
+            ReloadDone::Beside { .. } if !running => {
+                // php-fpm went down meanwhile: its restart comes first, then
+                // the reload once more (the new php-fpm is killed on drop).
+                self.reload_pending = Some("a reload interrupted by a restart".into());
+            }
+            ReloadDone::Beside {
+                generation,
+                child,
+                instance,
+            } => {
+                let old_child = self.child.replace(child);
+                let old_files = std::mem::replace(&mut self.setup.generation, generation).files;
+                self.instance = instance;
+                self.apply_settings();
+                let old_backend = self.backend.take();
+                self.publish_ready();
+                let grace = self.setup.generation.config.supervisor.stop_timeout;
+                if let Some(old) = old_child {
+                    self.retiring.spawn(retire::replaced(
+                        old,
+                        old_backend,
+                        old_files,
+                        grace,
+                        self.stop.clone(),
+                    ));
+                }
+                metrics::global().reload(true);
+                tracing::info!("php-fpm reloaded");
+            }
+            ReloadDone::Signal { generation } | ReloadDone::Restart { generation, .. }
+                if !running =>
+            {
+                self.setup.generation = generation;
+                self.apply_settings();
+                metrics::global().reload(true);
+                tracing::info!("new config written; php-fpm will start with it");
+            }
+            ReloadDone::Signal { generation } => {
+                self.setup.generation = generation;
+                self.apply_settings();
+                // Idle pooled connections pin children until
+                // process_control_timeout: close them first (publishing a
+                // non-ready state retires the backend).
+                self.publish(PhpFpmState::Starting);
+                self.backend = None;
+                let child = self.child.as_ref().expect("running");
                 tracing::info!(
                     pid = child.pid(),
                     "new config tested; sending SIGUSR2 to php-fpm"
                 );
                 let notices = child.logs().ready_notices();
                 child.signal(Signal::SIGUSR2);
+                let g = &self.setup.generation;
                 let within = g.config.supervisor.ready_timeout;
-                let (endpoint, ping) = (g.files.endpoint.clone(), self.setup.paths.ping.clone());
-                let ok = await_reloaded(notices, endpoint, ping, within).await;
+                let (endpoint, ping) = (g.files.status.clone(), self.setup.paths.ping.clone());
+                self.reload = Some(Box::pin(async move {
+                    ReloadDone::Signaled(await_reloaded(notices, endpoint, ping, within).await)
+                }));
+                return;
+            }
+            ReloadDone::Signaled(ok) => {
                 metrics::global().reload(ok);
-                if ok {
+                if running {
                     self.publish_ready();
                 }
             }
-            (Phase::Running { .. } | Phase::Starting, Some(_)) => {
-                let why = if moved {
-                    format!(
-                        "php-fpm's listen address changed ({} -> {})",
-                        old.files.endpoint, g.files.endpoint
-                    )
-                } else if new_command {
-                    "php-fpm's command line changed".to_string()
-                } else {
-                    "a reload arrived while php-fpm was starting".to_string()
-                };
+            ReloadDone::Restart { generation, why } => {
+                self.setup.generation = generation;
+                self.apply_settings();
                 metrics::global().reload(true);
                 events.push_back(Event::Restart { reason: why });
-            }
-            _ => {
-                metrics::global().reload(true);
-                tracing::info!("new config written; php-fpm will start with it");
             }
         }
         sd(&[NotifyState::Ready]);
     }
+
+    /// Takes in the settings of a reloaded config that apply without a
+    /// restart: the restart policy, backoff and liveness interval.
+    fn apply_settings(&mut self) {
+        let config = &self.setup.generation.config;
+        let s = &config.supervisor;
+        self.policy = Policy::from_config(s);
+        match Backoff::try_new(s.backoff_initial, s.backoff_max, Backoff::JITTER) {
+            Ok(b) => self.backoff = b,
+            Err(e) => tracing::warn!(error = %e, "keeping the previous backoff"),
+        }
+        self.liveness = liveness_interval(config);
+    }
+
+    /// Waits (bounded) for the old instances being retired.
+    async fn finish_retiring(&mut self) {
+        self.retiring.close();
+        let bound = self.setup.generation.config.supervisor.stop_timeout + Duration::from_secs(5);
+        if tokio::time::timeout(bound, self.retiring.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("old php-fpm instances did not stop in time");
+        }
+    }
+}
+
+/// The liveness probe's period: the health interval, and at most half of
+/// systemd's watchdog interval.
+fn liveness_interval(config: &Config) -> Interval {
+    let mut every = config.forward.health.interval;
+    if let Some(wd) = sd_notify::watchdog_enabled() {
+        every = every.min(wd / 2);
+    }
+    let mut liveness = tokio::time::interval(every.max(Duration::from_millis(10)));
+    liveness.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    liveness
 }
 
 /// After SIGUSR2: waits for php-fpm's next "ready to handle connections"
@@ -418,7 +632,7 @@ async fn await_reloaded(
 }
 
 /// Pings until `pong` or until `within` has passed.
-async fn wait_ready(endpoint: Endpoint, path: String, within: Duration) -> bool {
+pub(crate) async fn wait_ready(endpoint: Endpoint, path: String, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

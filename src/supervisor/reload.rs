@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
+use super::child::PhpFpm;
 use crate::config::{self, Config, ConfigError};
 use crate::render::{self, Identity, RenderedFiles};
 use crate::upstream::InternalPaths;
@@ -59,6 +60,42 @@ pub async fn prepare(
     }))
 }
 
+impl Generation {
+    /// Renders this generation's files for php-fpm instance `instance` (its
+    /// own sockets) into the running directory, each by atomic rename, and
+    /// removes pool files of a renamed pool. php-fpm reads them only when it
+    /// starts (or on SIGUSR2), so a php-fpm running beside is unaffected.
+    pub fn write_instance(
+        &mut self,
+        paths: &InternalPaths,
+        dev: bool,
+        instance: u64,
+    ) -> anyhow::Result<()> {
+        let files = render::render_instance(
+            &self.config,
+            paths,
+            &self.identity,
+            &self.files.dir,
+            dev,
+            instance,
+        )?;
+        files.write()?;
+        let pool_dir = files.dir.join("pool.d");
+        let keep: PathBuf = files.dir.join(&files.pool_file);
+        for e in std::fs::read_dir(&pool_dir)
+            .with_context(|| format!("reading {}", pool_dir.display()))?
+            .flatten()
+        {
+            let p = e.path();
+            if p != keep && p.extension().is_some_and(|x| x == "conf") {
+                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+        }
+        self.files = files;
+        Ok(())
+    }
+}
+
 impl Candidate {
     /// Writes the files into the running directory (each by atomic rename)
     /// and removes pool files of a renamed pool.
@@ -82,6 +119,98 @@ impl Candidate {
     pub fn generation(&self) -> &Generation {
         &self.0
     }
+
+    pub fn into_generation(self) -> Generation {
+        self.0
+    }
+}
+
+/// What a reload needs to know, taken from the supervisor when it starts.
+pub struct ReloadCtx {
+    /// The config file to re-read.
+    pub path: PathBuf,
+    /// The running directory.
+    pub dir: PathBuf,
+    pub paths: InternalPaths,
+    pub dev: bool,
+    /// The generation running now.
+    pub running: Generation,
+    /// The instance number a php-fpm started beside the running one gets.
+    pub instance: u64,
+}
+
+/// How a reload step ended.
+pub enum ReloadDone {
+    /// The new config was not applied; the running php-fpm keeps serving.
+    Refused(anyhow::Error),
+    /// A new php-fpm with the new config answers its ping beside the
+    /// running one: switch to it and retire the old one.
+    Beside {
+        generation: Generation,
+        child: PhpFpm,
+        instance: u64,
+    },
+    /// The new files are written where the running php-fpm reads them:
+    /// send it SIGUSR2.
+    Signal { generation: Generation },
+    /// After SIGUSR2: whether php-fpm answered its ping again.
+    Signaled(bool),
+    /// The change needs a restart (php-fpm's fixed address or command).
+    Restart { generation: Generation, why: String },
+}
+
+/// Runs a reload up to the point where the supervisor switches: validates
+/// the new config aside, then (when tqsup owns php-fpm's endpoint) starts
+/// the new php-fpm on sockets of its own and waits for its `pong`.
+pub async fn run(ctx: ReloadCtx) -> ReloadDone {
+    match run_inner(ctx).await {
+        Ok(done) => done,
+        Err(e) => ReloadDone::Refused(e),
+    }
+}
+
+async fn run_inner(ctx: ReloadCtx) -> anyhow::Result<ReloadDone> {
+    let candidate = prepare(&ctx.path, &ctx.dir, &ctx.paths, ctx.dev).await?;
+    let new = candidate.generation();
+    let old = &ctx.running;
+    if super::owns_endpoint(&new.config) {
+        let mut generation = candidate.into_generation();
+        generation.write_instance(&ctx.paths, ctx.dev, ctx.instance)?;
+        let pool = &generation.config.php_fpm.pool.name;
+        let child = PhpFpm::spawn(&generation.command, pool, &generation.files.endpoint)
+            .with_context(|| {
+                format!("cannot launch {}", generation.command[0].to_string_lossy())
+            })?;
+        tracing::info!(pid = child.pid(), endpoint = %generation.files.endpoint, "new config tested; php-fpm started beside the running one");
+        let within = generation.config.supervisor.ready_timeout;
+        let ping = ctx.paths.ping.clone();
+        if !super::wait_ready(generation.files.status.clone(), ping, within).await {
+            anyhow::bail!(
+                "the new php-fpm did not answer its ping within supervisor.ready_timeout_ms ({} ms); it was stopped",
+                within.as_millis()
+            );
+        }
+        return Ok(ReloadDone::Beside {
+            generation,
+            child,
+            instance: ctx.instance,
+        });
+    }
+    let moved = old.files.endpoint != new.files.endpoint;
+    let new_command = old.command != new.command;
+    let generation = candidate.apply()?;
+    if moved {
+        let why = format!(
+            "php-fpm's listen address changed ({} -> {})",
+            old.files.endpoint, generation.files.endpoint
+        );
+        return Ok(ReloadDone::Restart { generation, why });
+    }
+    if new_command {
+        let why = "php-fpm's command line changed".to_string();
+        return Ok(ReloadDone::Restart { generation, why });
+    }
+    Ok(ReloadDone::Signal { generation })
 }
 
 /// Logs why a reload was refused: every config problem on its own line,
