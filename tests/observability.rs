@@ -112,25 +112,30 @@ impl Stack {
         c.response(1).status()
     }
 
-    /// The rendered pool file's `pm.status_path`.
-    fn status_path(&self) -> String {
-        let file = find_file(&self.project.join("run"), &|text| {
-            text.contains("pm.status_path")
-        })
-        .expect("a rendered pool file under the runtime dir");
+    /// A setting of the rendered pool file (`pm.status_path`, …).
+    fn pool_setting(&self, key: &str) -> String {
+        let file = find_file(&self.project.join("run"), &|text| text.contains(key))
+            .expect("a rendered pool file under the runtime dir");
         let text = std::fs::read_to_string(file).unwrap();
         let line = text
             .lines()
-            .find(|l| l.trim_start().starts_with("pm.status_path"))
+            .find(|l| l.trim_start().starts_with(key))
             .unwrap();
         let v = line.split_once('=').unwrap().1.trim();
         v.trim_matches(|c| c == '"' || c == '\'').to_string()
     }
 
-    /// php-fpm's `pm.status_path?json`, straight from its socket.
+    /// The rendered pool file's `pm.status_path`.
+    fn status_path(&self) -> String {
+        self.pool_setting("pm.status_path")
+    }
+
+    /// php-fpm's `pm.status_path?json`, straight from its status pool's
+    /// socket (`pm.status_listen`), as tqsup reads it: the status pool's
+    /// own child is not one of the pool's, so idle/active are the pool's.
     fn php_fpm_status(&self) -> serde_json::Value {
         let path = self.status_path();
-        let sock = self.project.join("fpm.sock").display().to_string();
+        let sock = self.pool_setting("pm.status_listen");
         let mut c = fcgi::Conn::connect(&sock);
         let mut p = Vec::new();
         for (n, v) in [
@@ -515,8 +520,8 @@ fn metrics_count_requests_and_mirror_php_fpm_and_logs_are_json() {
     check_conventions(&after);
 
     // php-fpm's pool gauges match its own status page. The scrape is cached
-    // for a second and a child is busy serving each status request, so
-    // compare a fresh scrape with a direct read right after it.
+    // for a second, so compare a fresh scrape with a direct read right after
+    // it.
     let matched = eventually(secs(10), || {
         std::thread::sleep(Duration::from_millis(1100));
         let m = s.metrics();

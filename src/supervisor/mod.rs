@@ -505,8 +505,8 @@ impl Supervisor {
                 child,
                 instance,
             } => {
-                let old_child = self.child.replace(child);
-                let old_files = std::mem::replace(&mut self.setup.generation, generation).files;
+                let old_child = self.child.replace(*child);
+                let old_files = std::mem::replace(&mut self.setup.generation, *generation).files;
                 self.instance = instance;
                 self.apply_settings();
                 let old_backend = self.backend.take();
@@ -527,13 +527,13 @@ impl Supervisor {
             ReloadDone::Signal { generation } | ReloadDone::Restart { generation, .. }
                 if !running =>
             {
-                self.setup.generation = generation;
+                self.setup.generation = *generation;
                 self.apply_settings();
                 metrics::global().reload(true);
                 tracing::info!("new config written; php-fpm will start with it");
             }
             ReloadDone::Signal { generation } => {
-                self.setup.generation = generation;
+                self.setup.generation = *generation;
                 self.apply_settings();
                 // Idle pooled connections pin children until
                 // process_control_timeout: close them first (publishing a
@@ -562,7 +562,7 @@ impl Supervisor {
                 }
             }
             ReloadDone::Restart { generation, why } => {
-                self.setup.generation = generation;
+                self.setup.generation = *generation;
                 self.apply_settings();
                 metrics::global().reload(true);
                 events.push_back(Event::Restart { reason: why });

@@ -146,17 +146,20 @@ pub enum ReloadDone {
     /// A new php-fpm with the new config answers its ping beside the
     /// running one: switch to it and retire the old one.
     Beside {
-        generation: Generation,
-        child: PhpFpm,
+        generation: Box<Generation>,
+        child: Box<PhpFpm>,
         instance: u64,
     },
     /// The new files are written where the running php-fpm reads them:
     /// send it SIGUSR2.
-    Signal { generation: Generation },
+    Signal { generation: Box<Generation> },
     /// After SIGUSR2: whether php-fpm answered its ping again.
     Signaled(bool),
     /// The change needs a restart (php-fpm's fixed address or command).
-    Restart { generation: Generation, why: String },
+    Restart {
+        generation: Box<Generation>,
+        why: String,
+    },
 }
 
 /// Runs a reload up to the point where the supervisor switches: validates
@@ -191,14 +194,14 @@ async fn run_inner(ctx: ReloadCtx) -> anyhow::Result<ReloadDone> {
             );
         }
         return Ok(ReloadDone::Beside {
-            generation,
-            child,
+            generation: Box::new(generation),
+            child: Box::new(child),
             instance: ctx.instance,
         });
     }
     let moved = old.files.endpoint != new.files.endpoint;
     let new_command = old.command != new.command;
-    let generation = candidate.apply()?;
+    let generation = Box::new(candidate.apply()?);
     if moved {
         let why = format!(
             "php-fpm's listen address changed ({} -> {})",
