@@ -27,11 +27,13 @@ pub struct SiteConfig {
     /// `php_fpm.document_root`, relative to the project; nginx's root too.
     pub document_root: String,
     pub queue_timeout_ms: u64,
-    /// `forward.health`: probe interval, and its timeout.
+    /// `forward.health.interval_ms`, also its `timeout_ms`. 500 ms (not the
+    /// 2 s default) so a wrong restart shows within a short load.
     pub health_interval_ms: u64,
     pub health_failure_threshold: u32,
-    /// `php_fpm.env`; `post.php` prints `TQ_VERSION`.
-    pub env: Vec<(String, String)>,
+    /// `php_fpm.env.TQ_VERSION`, which `post.php` prints: a value a reload
+    /// must apply.
+    pub version: String,
 }
 
 impl Default for SiteConfig {
@@ -43,24 +45,20 @@ impl Default for SiteConfig {
             queue_timeout_ms: 30000,
             health_interval_ms: 500,
             health_failure_threshold: 3,
-            env: vec![("TQ_VERSION".into(), "v0".into())],
+            version: "v0".into(),
         }
     }
 }
 
 impl SiteConfig {
     fn yaml(&self, project: &Project) -> String {
-        let env: String = self
-            .env
-            .iter()
-            .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
-            .collect();
         format!(
-            "php_fpm:\n  document_root: {root}\n  env:\n{env}  pool: {{ type: static, max_children: {children}, max_requests: {max_requests} }}\n\
+            "php_fpm:\n  document_root: {root}\n  env: {{ TQ_VERSION: \"{version}\" }}\n  pool: {{ type: static, max_children: {children}, max_requests: {max_requests} }}\n\
              forward:\n  listen: {sock}\n  socket_mode: \"0666\"\n  queue_timeout_ms: {queue}\n\
              \x20 health: {{ interval_ms: {interval}, timeout_ms: {interval}, failure_threshold: {threshold} }}\n\
              supervisor: {{ stop_timeout_ms: 10000 }}\nlog: {{ level: info }}\n",
             root = project.join(&self.document_root).display(),
+            version = self.version,
             children = self.children,
             max_requests = self.max_requests,
             sock = project.join("tqsup.sock").display(),
@@ -183,18 +181,19 @@ impl Site {
         site
     }
 
-    /// Rewrites tqsup.yaml (it takes effect at the next SIGHUP).
+    /// Rewrites tqsup.yaml atomically (write + rename: a reload still
+    /// running never reads half a file); it takes effect at the next SIGHUP.
     pub fn reconfigure(&mut self, change: impl FnOnce(&mut SiteConfig)) {
         change(&mut self.config);
-        self.project
-            .write("tqsup.yaml", &self.config.yaml(&self.project));
+        let next = self
+            .project
+            .write("tqsup.yaml.next", &self.config.yaml(&self.project));
+        std::fs::rename(next, self.project.join("tqsup.yaml")).unwrap();
     }
 
     /// Sets `php_fpm.env.TQ_VERSION` in tqsup.yaml.
     pub fn set_version(&mut self, v: &str) {
-        self.reconfigure(|c| {
-            c.env = vec![("TQ_VERSION".into(), v.into())];
-        });
+        self.reconfigure(|c| c.version = v.into());
     }
 
     pub fn hup(&self) {
