@@ -4,63 +4,19 @@
 mod common;
 #[path = "common/fcgi.rs"]
 mod fcgi;
+#[path = "common/nginx.rs"]
+mod nginx;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Guard, free_port, run_with_timeout};
+use common::run_with_timeout;
 use fcgi::*;
+use nginx::Nginx;
 
 /// nginx in front of the stack's forward listener.
-struct Nginx {
-    guard: Guard,
-    port: u16,
-    error_log: std::path::PathBuf,
-}
-
 fn nginx(s: &Stack) -> Nginx {
-    let dir = s.project.join("nginx");
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let port = free_port();
-    let error_log = dir.join("logs/error.log");
-    let upstream = if s.addr.starts_with('/') {
-        format!("unix:{}", s.addr)
-    } else {
-        s.addr.clone()
-    };
-    let conf = s.project.write(
-        "nginx/nginx.conf",
-        &format!(
-            "worker_processes 1;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {log} info;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  client_max_body_size 200m;\n\
-               upstream tqsup {{ server {upstream}; keepalive 32; }}\n\
-               server {{ listen 127.0.0.1:{port}; root {root};\n\
-                 location ~ \\.php$ {{ include /etc/nginx/fastcgi_params;\n\
-                   fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n\
-                   fastcgi_keep_conn on; fastcgi_pass tqsup; }} }}\n}}\n",
-            dir = dir.display(),
-            log = error_log.display(),
-            root = s.docroot().display(),
-        ),
-    );
-    let guard = Guard::spawn(
-        Command::new("/usr/sbin/nginx")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(&dir),
-        dir.join("stderr.log"),
-    );
-    let ok = common::eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    assert!(ok.is_some(), "nginx did not start: {}", guard.log_text());
-    Nginx {
-        guard,
-        port,
-        error_log,
-    }
+    Nginx::start(&s.project, &s.addr, &s.docroot())
 }
 
 fn curl(args: &[&str]) -> String {

@@ -1,0 +1,406 @@
+//! A PHP site as production runs it: real nginx (upstream keepalive) → the
+//! `tqsup run` binary on a private unix socket → the php-fpm it supervises,
+//! in one temp project. Plus what load and fault tests look at: php-fpm's
+//! pids, tqsup's restarts, one request through nginx, and a [`Verdict`] that
+//! checks every expectation and, on failure, prints the numbers with tqsup's
+//! log, nginx's error log and wrk's output.
+//!
+//! Included by test files as `#[path = "common/site.rs"] mod site;` after
+//! `mod common;` and the `nginx` and `wrk` modules.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::{Guard, Project, children, cmdline, eventually, master_of, run_with_timeout};
+use crate::nginx::Nginx;
+use crate::wrk::{Load, PAYLOAD_LEN, Report, Running};
+
+/// The parts of tqsup.yaml these tests vary (DESIGN §4); the rest is
+/// default or fixed below.
+#[derive(Clone, Debug)]
+pub struct SiteConfig {
+    /// `pool.max_children` of a static pool.
+    pub children: u32,
+    pub max_requests: u32,
+    /// `php_fpm.document_root`, relative to the project; nginx's root too.
+    pub document_root: String,
+    pub queue_timeout_ms: u64,
+    /// `forward.health.interval_ms`, also its `timeout_ms`. 500 ms (not the
+    /// 2 s default) so a wrong restart shows within a short load.
+    pub health_interval_ms: u64,
+    pub health_failure_threshold: u32,
+    /// `php_fpm.env.TQ_VERSION`, which `post.php` prints: a value a reload
+    /// must apply.
+    pub version: String,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        SiteConfig {
+            children: 4,
+            max_requests: 0,
+            document_root: "public".into(),
+            queue_timeout_ms: 30000,
+            health_interval_ms: 500,
+            health_failure_threshold: 3,
+            version: "v0".into(),
+        }
+    }
+}
+
+impl SiteConfig {
+    fn yaml(&self, project: &Project) -> String {
+        format!(
+            "php_fpm:\n  document_root: {root}\n  env: {{ TQ_VERSION: \"{version}\" }}\n  pool: {{ type: static, max_children: {children}, max_requests: {max_requests} }}\n\
+             forward:\n  listen: {sock}\n  socket_mode: \"0666\"\n  queue_timeout_ms: {queue}\n\
+             \x20 health: {{ interval_ms: {interval}, timeout_ms: {interval}, failure_threshold: {threshold} }}\n\
+             supervisor: {{ stop_timeout_ms: 10000 }}\nlog: {{ level: info }}\n",
+            root = project.join(&self.document_root).display(),
+            version = self.version,
+            children = self.children,
+            max_requests = self.max_requests,
+            sock = project.join("tqsup.sock").display(),
+            queue = self.queue_timeout_ms,
+            interval = self.health_interval_ms,
+            threshold = self.health_failure_threshold,
+        )
+    }
+}
+
+/// nginx → tqsup → php-fpm, stopped (tqsup gracefully, then killed) when
+/// dropped.
+pub struct Site {
+    pub config: SiteConfig,
+    pub nginx: Nginx,
+    pub tqsup: Guard,
+    /// Last, so the processes are gone before the directory is removed.
+    pub project: Project,
+}
+
+/// `lib/check.php`: `checked_body()` says `body-ok` when a POST carried the
+/// whole form of `wrk::form_body` (and a GET no body), `body-BAD` otherwise.
+fn check_php() -> String {
+    format!(
+        "<?php\nfunction checked_body(): string {{\n\
+         \x20 $in = file_get_contents('php://input');\n\
+         \x20 if ($_SERVER['REQUEST_METHOD'] === 'POST') {{\n\
+         \x20   $want = substr(str_repeat('abcdefghijklmnopqrstuvwxyz0123456789', {reps}), 0, {len});\n\
+         \x20   $ok = strlen($in) === (int)($_SERVER['CONTENT_LENGTH'] ?? -1)\n\
+         \x20     && ($_POST['n'] ?? '') === '{len}' && ($_POST['payload'] ?? '') === $want;\n\
+         \x20 }} else {{\n\
+         \x20   $ok = $in === '';\n\
+         \x20 }}\n\
+         \x20 return ($ok ? 'body-ok' : 'body-BAD') . ' len=' . strlen($in);\n}}\n",
+        reps = PAYLOAD_LEN / 36 + 1,
+        len = PAYLOAD_LEN,
+    )
+}
+
+/// A PHP script at `rel` printing `text` then `checked_body()`; `before` is
+/// PHP run first (e.g. a sleep).
+pub fn write_php(project: &Project, rel: &str, before: &str, text: &str) {
+    project.write(
+        rel,
+        &format!(
+            "<?php require '{lib}';\n{before}\necho {text}, ' ', checked_body(), \"\\n\";\n",
+            lib = project.join("lib/check.php").display(),
+        ),
+    );
+}
+
+/// The scripts every site has, in `public/`: `index.php` ("index"),
+/// `sleep.php?ms=` ("slept"), `post.php` ("version=<TQ_VERSION> pid=<pid>").
+fn write_scripts(project: &Project) {
+    project.write("lib/check.php", &check_php());
+    write_php(project, "public/index.php", "", "'index'");
+    write_php(
+        project,
+        "public/sleep.php",
+        "usleep((int)($_GET['ms'] ?? 1000) * 1000);",
+        "'slept'",
+    );
+    write_php(
+        project,
+        "public/post.php",
+        "",
+        "'version=' . (getenv('TQ_VERSION') ?: 'none') . ' pid=' . getmypid()",
+    );
+}
+
+impl Site {
+    /// A project with the common scripts; a test may add files (e.g. release
+    /// dirs) before [`Site::start`].
+    pub fn project() -> Project {
+        let p = Project::new();
+        write_scripts(&p);
+        std::fs::create_dir_all(p.join("run")).unwrap();
+        p
+    }
+
+    /// Writes the config, starts tqsup and nginx, and waits until
+    /// `/index.php` answers 200 through nginx.
+    pub fn start(project: Project, config: SiteConfig) -> Site {
+        let cfg = project.write("tqsup.yaml", &config.yaml(&project));
+        let tqsup = Guard::spawn(
+            crate::common::tqsup()
+                .args(["run", "-c"])
+                .arg(&cfg)
+                .env("RUNTIME_DIRECTORY", project.join("run"))
+                .current_dir(project.path()),
+            project.join("tqsup.log"),
+        );
+        let sock = project.join("tqsup.sock");
+        let listening = eventually(Duration::from_secs(15), || sock.exists().then_some(()));
+        assert!(
+            listening.is_some(),
+            "tqsup did not listen:\n{}",
+            tqsup.log_text()
+        );
+        let nginx = Nginx::start(
+            &project,
+            &sock.display().to_string(),
+            &project.join(&config.document_root),
+        );
+        let site = Site {
+            config,
+            nginx,
+            tqsup,
+            project,
+        };
+        let ready = eventually(Duration::from_secs(15), || {
+            let (status, body) = site.get("/index.php", Duration::from_secs(5));
+            (status == 200 && body.contains("body-ok")).then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "site not serving:\n{}",
+            site.diagnostics("startup", &[])
+        );
+        site
+    }
+
+    /// Rewrites tqsup.yaml atomically (write + rename: a reload still
+    /// running never reads half a file); it takes effect at the next SIGHUP.
+    pub fn reconfigure(&mut self, change: impl FnOnce(&mut SiteConfig)) {
+        change(&mut self.config);
+        let next = self
+            .project
+            .write("tqsup.yaml.next", &self.config.yaml(&self.project));
+        std::fs::rename(next, self.project.join("tqsup.yaml")).unwrap();
+    }
+
+    /// Sets `php_fpm.env.TQ_VERSION` in tqsup.yaml.
+    pub fn set_version(&mut self, v: &str) {
+        self.reconfigure(|c| c.version = v.into());
+    }
+
+    pub fn hup(&self) {
+        self.tqsup.signal(nix::sys::signal::Signal::SIGHUP);
+    }
+
+    /// The php-fpm master tqsup runs now.
+    pub fn master(&self) -> Option<i32> {
+        master_of(self.tqsup.pid())
+    }
+
+    /// Every process below tqsup: php-fpm masters and their workers.
+    pub fn php_fpm_pids(&self) -> Vec<i32> {
+        let mut out = Vec::new();
+        let mut todo = children(self.tqsup.pid());
+        while let Some(p) = todo.pop() {
+            if cmdline(p).contains("php-fpm") {
+                out.push(p);
+            }
+            todo.extend(children(p));
+        }
+        out
+    }
+
+    /// tqsup's log lines saying it restarted or killed php-fpm: a busy or
+    /// reloading php-fpm must never cause one.
+    pub fn restart_lines(&self) -> Vec<String> {
+        self.tqsup
+            .log_text()
+            .lines()
+            .filter(|l| {
+                let l = l.to_lowercase();
+                l.contains("restarting php-fpm") || l.contains("killing")
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// One GET through nginx with curl: (status, body); status 0 when curl
+    /// got no response within `timeout`.
+    pub fn get(&self, path: &str, timeout: Duration) -> (u16, String) {
+        let out = run_with_timeout(
+            Command::new("curl")
+                .args(["-sS", "--max-time"])
+                .arg(format!("{:.3}", timeout.as_secs_f64()))
+                .args(["-w", "\n%{http_code}"])
+                .arg(format!("{}{path}", self.nginx.base_url())),
+            timeout + Duration::from_secs(5),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// Polls GET `path` until its body satisfies `want`; the time it took
+    /// (from `since`) and the body.
+    pub fn wait_for_body(
+        &self,
+        path: &str,
+        since: Instant,
+        timeout: Duration,
+        want: impl Fn(&str) -> bool,
+    ) -> Option<(Duration, String)> {
+        eventually(timeout, || {
+            let (status, body) = self.get(path, Duration::from_secs(5));
+            (status == 200 && want(&body)).then(|| (since.elapsed(), body))
+        })
+    }
+
+    /// Starts wrk through nginx.
+    pub fn load(&self, load: &Load) -> Running {
+        load.start(&self.nginx.base_url(), self.project.path())
+    }
+
+    /// For a failure message: tqsup's warnings and errors and the tail of
+    /// its log, the tail of nginx's error log, each wrk run's output. The
+    /// whole logs are copied to `<target>/tmp/load-logs/<test>/` first (the
+    /// project dir goes with the test).
+    pub fn diagnostics(&self, test: &str, reports: &[&Report]) -> String {
+        let log = self.tqsup.log_text();
+        let saved = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("load-logs")
+            .join(test);
+        let _ = std::fs::create_dir_all(&saved);
+        let _ = std::fs::write(saved.join("tqsup.log"), &log);
+        let _ = std::fs::write(saved.join("nginx-error.log"), self.nginx.error_log_text());
+        let serious: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        let mut s = format!(
+            "--- full logs saved in {} ---\n\
+             --- tqsup log: {} WARN/ERROR line(s), the first 60 ---\n{}\n\
+             --- tqsup log: the last 40 lines ---\n{}\n\
+             --- nginx error log: the last 40 lines ---\n{}\n",
+            saved.display(),
+            serious.len(),
+            serious[..serious.len().min(60)].join("\n"),
+            tail(&log, 40),
+            tail(&self.nginx.error_log_text(), 40),
+        );
+        for (i, r) in reports.iter().enumerate() {
+            s.push_str(&format!(
+                "--- wrk run {i}: {} ---\n{}\n",
+                r.summary(),
+                r.output
+            ));
+        }
+        s
+    }
+
+    /// A verdict on this site.
+    pub fn verdict(&self, test: &str) -> Verdict<'_> {
+        Verdict {
+            site: self,
+            test: test.to_string(),
+            failed: Vec::new(),
+            reports: Vec::new(),
+        }
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        // Graceful first, so php-fpm goes with tqsup; the Guards kill the
+        // rest.
+        self.tqsup.signal(nix::sys::signal::Signal::SIGTERM);
+        let _ = crate::common::wait_timeout(&mut self.tqsup.child, Duration::from_secs(5));
+    }
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Every expectation of a test, checked together: all numbers are printed
+/// (pass or fail) and a failure panics once with the diagnostics.
+pub struct Verdict<'a> {
+    site: &'a Site,
+    test: String,
+    failed: Vec<String>,
+    reports: Vec<Report>,
+}
+
+impl Verdict<'_> {
+    /// Expects `cond`; `detail` says what was seen.
+    pub fn check(&mut self, what: &str, cond: bool, detail: impl std::fmt::Display) {
+        eprintln!(
+            "[{}] {} {what}: {detail}",
+            self.test,
+            if cond { "ok  " } else { "FAIL" }
+        );
+        if !cond {
+            self.failed.push(format!("{what}: {detail}"));
+        }
+    }
+
+    pub fn eq<T: PartialEq + std::fmt::Debug>(&mut self, what: &str, got: T, want: T) {
+        let cond = got == want;
+        self.check(what, cond, format!("got {got:?}, want {want:?}"));
+    }
+
+    /// Records a wrk run (for the diagnostics) and expects it to have
+    /// failed nothing: no non-2xx, no bad body, no socket error.
+    pub fn clean_load(&mut self, what: &str, r: &Report) {
+        self.record(r);
+        self.check(
+            &format!("{what}: wrk ran to its end"),
+            r.complete,
+            r.summary(),
+        );
+        self.eq(&format!("{what}: non-2xx"), r.non_2xx(), 0);
+        self.eq(&format!("{what}: 2xx without the marker"), r.bad_body, 0);
+        self.eq(&format!("{what}: socket errors"), r.socket_errors(), 0);
+        self.check(&format!("{what}: some requests served"), r.ok > 0, r.ok);
+    }
+
+    /// Keeps a wrk run's output for the diagnostics.
+    pub fn record(&mut self, r: &Report) {
+        eprintln!("[{}] wrk: {}", self.test, r.summary());
+        self.reports.push(r.clone());
+    }
+
+    /// Expects tqsup never restarted nor killed php-fpm.
+    pub fn no_restart(&mut self) {
+        let lines = self.site.restart_lines();
+        self.check(
+            "no restart/kill in tqsup's log",
+            lines.is_empty(),
+            format!("{} line(s) {:?}", lines.len(), lines),
+        );
+    }
+
+    /// Panics with every failed expectation and the diagnostics.
+    pub fn finish(self) {
+        if self.failed.is_empty() {
+            return;
+        }
+        let reports: Vec<&Report> = self.reports.iter().collect();
+        panic!(
+            "{}: {} expectation(s) failed:\n  {}\n{}",
+            self.test,
+            self.failed.len(),
+            self.failed.join("\n  "),
+            self.site.diagnostics(&self.test, &reports)
+        );
+    }
+}

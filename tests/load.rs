@@ -1,0 +1,341 @@
+//! Load and faults against the real thing (DESIGN §6 "Under load nothing is
+//! lost", §7): wrk → nginx (upstream keepalive, `fastcgi_keep_conn on`) →
+//! `tqsup run` → the php-fpm it supervises. Every failure is counted
+//! exactly (non-2xx by status, 2xx with a wrong body, socket errors) and
+//! every test states the numbers it allows.
+//!
+//! Run alone, one test at a time (each loads the 2 cores for up to ~30 s):
+//! `cargo test --test load -- --test-threads=1 --nocapture`.
+
+mod common;
+#[path = "common/nginx.rs"]
+mod nginx;
+#[path = "common/site.rs"]
+mod site;
+#[path = "common/wrk.rs"]
+mod wrk;
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use site::{Site, SiteConfig, write_php};
+use wrk::{Load, Req};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// `n` kept-alive clients POSTing the checked form to `path` for `secs`.
+fn post_load(n: u32, path: &str, secs: u64, expect: &str) -> Load {
+    Load {
+        connections: n,
+        duration: Duration::from_secs(secs),
+        timeout: Duration::from_secs(10),
+        requests: vec![Req::Post(path.into())],
+        expect: expect.into(),
+    }
+}
+
+/// The `pid=` a script printed.
+fn pid_in(body: &str) -> Option<i32> {
+    body.split_whitespace()
+        .find_map(|w| w.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+}
+
+/// A saturated pool is busy, not dead: every child held by a 1.5 s request
+/// and 12 more waiting in tqsup's queue for 20 s, and php-fpm is never
+/// restarted (DESIGN §6 Liveness).
+#[test]
+fn saturated_pool_is_not_restarted() {
+    let site = Site::start(Site::project(), SiteConfig::default());
+    let master = site.master();
+    let r = site
+        .load(&Load {
+            connections: 16,
+            duration: Duration::from_secs(20),
+            timeout: Duration::from_secs(10),
+            requests: vec![
+                Req::Get("/sleep.php?ms=1500".into()),
+                Req::Post("/sleep.php?ms=1500".into()),
+            ],
+            expect: "slept body-ok".into(),
+        })
+        .finish();
+    let mut v = site.verdict("saturated_pool_is_not_restarted");
+    v.clean_load("16 clients on 4 children", &r);
+    v.check(
+        "a php-fpm master ran",
+        master.is_some(),
+        format!("{master:?}"),
+    );
+    v.eq("php-fpm master pid after the load", site.master(), master);
+    v.no_restart();
+    v.finish();
+}
+
+/// Pooled connections left idle after a burst pin every child; 30 s of
+/// idleness later php-fpm is the same and still serves.
+#[test]
+fn idle_pool_after_burst_is_not_restarted() {
+    let site = Site::start(Site::project(), SiteConfig::default());
+    let master = site.master();
+    let burst = site
+        .load(&Load {
+            connections: 8,
+            duration: Duration::from_secs(2),
+            timeout: Duration::from_secs(10),
+            requests: vec![Req::Get("/sleep.php?ms=300".into())],
+            expect: "slept body-ok".into(),
+        })
+        .finish();
+    std::thread::sleep(Duration::from_secs(30));
+    let (status, body) = site.get("/index.php", Duration::from_secs(10));
+    let mut v = site.verdict("idle_pool_after_burst_is_not_restarted");
+    v.clean_load("burst of 8 on 4 children", &burst);
+    v.eq("php-fpm master pid after 30 s idle", site.master(), master);
+    v.no_restart();
+    v.check(
+        "a GET after the idle period",
+        status == 200 && body.contains("index body-ok"),
+        format!("{status} {body:?}"),
+    );
+    v.finish();
+}
+
+/// Five SIGHUPs 1.5 s apart under 32 kept-alive POST clients, the config
+/// changed before each: nothing fails, nothing stalls, the last config wins.
+#[test]
+fn sighup_under_post_load_fails_nothing() {
+    let mut site = Site::start(Site::project(), SiteConfig::default());
+    let run = site.load(&post_load(32, "/post.php", 10, "body-ok"));
+    for i in 1..=5 {
+        std::thread::sleep(ms(1500));
+        site.set_version(&format!("v{i}"));
+        site.hup();
+    }
+    let applied = site.wait_for_body("/post.php", Instant::now(), Duration::from_secs(20), |b| {
+        b.contains("version=v5 ")
+    });
+    let r = run.finish();
+    let mut v = site.verdict("sighup_under_post_load_fails_nothing");
+    v.clean_load("32 POST clients, 5 SIGHUPs", &r);
+    v.check(
+        "max latency < 2 s",
+        r.latency_max < Duration::from_secs(2),
+        format!("{:?}", r.latency_max),
+    );
+    v.check(
+        "the last config (TQ_VERSION=v5) is served after the reloads",
+        applied.is_some(),
+        format!("{applied:?}"),
+    );
+    v.no_restart();
+    v.finish();
+}
+
+/// Six SIGHUPs within 0.3 s, the config changed before each, under POST
+/// load: they coalesce into reloads that fail nothing, never a restart, and
+/// the last config is applied.
+#[test]
+fn sighup_storm_coalesces() {
+    let mut site = Site::start(Site::project(), SiteConfig::default());
+    let run = site.load(&post_load(16, "/post.php", 8, "body-ok"));
+    std::thread::sleep(ms(1500));
+    for i in 1..=6 {
+        site.set_version(&format!("s{i}"));
+        site.hup();
+        std::thread::sleep(ms(50));
+    }
+    let applied = site.wait_for_body("/post.php", Instant::now(), Duration::from_secs(20), |b| {
+        b.contains("version=s6 ")
+    });
+    let r = run.finish();
+    let mut v = site.verdict("sighup_storm_coalesces");
+    v.clean_load("16 POST clients, 6 SIGHUPs in 0.3 s", &r);
+    v.no_restart();
+    v.check(
+        "the last config (TQ_VERSION=s6) is served after the storm",
+        applied.is_some(),
+        format!("{applied:?}"),
+    );
+    v.finish();
+}
+
+/// A deploy: `current` switched atomically from releases/a to releases/b,
+/// then SIGHUP, under GET+POST load. Nothing fails, and once a new php-fpm
+/// process has answered with release b, no response says release a.
+#[test]
+fn deploy_switch_between_release_dirs() {
+    let p = Site::project();
+    for r in ["a", "b"] {
+        write_php(
+            &p,
+            &format!("releases/{r}/index.php"),
+            "",
+            &format!("'pid=' . getmypid() . ' release {r}'"),
+        );
+    }
+    std::os::unix::fs::symlink("releases/a", p.join("current")).unwrap();
+    let current = p.join("current");
+    let next = p.join("current.next");
+    let site = Site::start(
+        p,
+        SiteConfig {
+            document_root: "current".into(),
+            ..SiteConfig::default()
+        },
+    );
+    let (_, first) = site.get("/index.php", Duration::from_secs(5));
+    let mixed = |secs: u64, expect: &str| Load {
+        connections: 16,
+        duration: Duration::from_secs(secs),
+        timeout: Duration::from_secs(10),
+        requests: vec![
+            Req::Get("/index.php".into()),
+            Req::Post("/index.php".into()),
+        ],
+        expect: expect.into(),
+    };
+    let run = site.load(&mixed(8, "body-ok"));
+    std::thread::sleep(Duration::from_secs(2));
+    let old = site.php_fpm_pids();
+    // ln -sfn releases/b current.next && mv -T current.next current
+    std::os::unix::fs::symlink("releases/b", &next).unwrap();
+    std::fs::rename(&next, &current).unwrap();
+    site.hup();
+    let switched = site.wait_for_body("/index.php", Instant::now(), Duration::from_secs(20), |b| {
+        b.contains("release b") && pid_in(b).is_some_and(|pid| !old.contains(&pid))
+    });
+    let during = run.finish();
+    let after = site.load(&mixed(3, "release b body-ok")).finish();
+    let mut v = site.verdict("deploy_switch_between_release_dirs");
+    v.check(
+        "release a served first",
+        first.contains("release a"),
+        &first,
+    );
+    v.clean_load("GET+POST during the switch", &during);
+    v.check(
+        "a new php-fpm process serves release b",
+        switched.is_some(),
+        format!("{switched:?}"),
+    );
+    v.clean_load(
+        "after the switch (any release a counts as a bad body)",
+        &after,
+    );
+    v.no_restart();
+    v.finish();
+}
+
+/// kill -9 of php-fpm's master under 32 POST clients: at most the requests
+/// its 4 children were running fail, none with 503, and the site answers
+/// again within 1 s.
+#[test]
+fn kill_9_master_under_post_load() {
+    let site = Site::start(Site::project(), SiteConfig::default());
+    let run = site.load(&post_load(32, "/post.php", 8, "body-ok"));
+    std::thread::sleep(Duration::from_secs(3));
+    // A master to kill (today's liveness probe may be restarting a
+    // saturated php-fpm at this very moment).
+    let master = common::eventually(Duration::from_secs(5), || site.master());
+    let killed = Instant::now();
+    if let Some(m) = master {
+        kill(Pid::from_raw(m), Signal::SIGKILL).unwrap();
+    }
+    let back = site.wait_for_body("/index.php", killed, Duration::from_secs(10), |b| {
+        b.contains("index body-ok")
+    });
+    let r = run.finish();
+    let mut v = site.verdict("kill_9_master_under_post_load");
+    v.check(
+        "a php-fpm master to kill",
+        master.is_some(),
+        format!("{master:?}"),
+    );
+    v.record(&r);
+    v.check("wrk ran to its end", r.complete, r.summary());
+    v.check(
+        "failures (non-2xx + bad body + socket errors) <= max_children 4",
+        r.failures() <= 4,
+        r.failures(),
+    );
+    v.eq("503 responses", r.status(503), 0);
+    v.check(
+        "200 again within 1 s of the kill",
+        back.as_ref()
+            .is_some_and(|(t, _)| *t <= Duration::from_secs(1)),
+        format!("{:?}", back.map(|(t, _)| t)),
+    );
+    v.check(
+        "a new php-fpm master",
+        site.master().is_some_and(|m| Some(m) != master),
+        format!("{master:?} -> {:?}", site.master()),
+    );
+    v.finish();
+}
+
+/// Processes a test stopped: continued and killed when dropped, so a
+/// failing test leaves no stopped php-fpm behind.
+struct Stopped(Vec<i32>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if common::cmdline(pid).contains("php-fpm") {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// A hung php-fpm (master and workers SIGSTOPped) is detected by the
+/// liveness probe (interval 500 ms, threshold 3) and replaced within 10 s.
+#[test]
+fn sigstop_is_detected_and_restarted() {
+    let site = Site::start(Site::project(), SiteConfig::default());
+    let master = site.master().expect("php-fpm master");
+    let mut pids = vec![master];
+    pids.extend(common::children(master));
+    let stopped = Stopped(pids);
+    for &pid in &stopped.0 {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+    }
+    let t = Instant::now();
+    let replaced = common::eventually(Duration::from_secs(15), || {
+        let m = site.master().filter(|m| *m != master)?;
+        let (status, body) = site.get("/index.php", Duration::from_secs(3));
+        (status == 200 && body.contains("index body-ok")).then(|| (m, t.elapsed()))
+    });
+    let mut v = site.verdict("sigstop_is_detected_and_restarted");
+    v.check(
+        "a new master serving within 10 s of SIGSTOP",
+        replaced.is_some_and(|(_, t)| t <= Duration::from_secs(10)),
+        format!("{replaced:?}"),
+    );
+    v.finish();
+    drop(stopped);
+}
+
+/// Children recycled every 3 requests (pm.max_requests) under 6 kept-alive
+/// POST clients: php-fpm closes the pooled connection after each child's
+/// last request, and no POST is lost for it.
+#[test]
+fn max_requests_recycling_loses_no_post() {
+    let site = Site::start(
+        Site::project(),
+        SiteConfig {
+            max_requests: 3,
+            ..SiteConfig::default()
+        },
+    );
+    let r = site
+        .load(&post_load(6, "/post.php", 10, "body-ok"))
+        .finish();
+    let mut v = site.verdict("max_requests_recycling_loses_no_post");
+    v.clean_load("6 POST clients, max_requests 3", &r);
+    v.finish();
+}
