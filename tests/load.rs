@@ -339,3 +339,54 @@ fn max_requests_recycling_loses_no_post() {
     v.clean_load("6 POST clients, max_requests 3", &r);
     v.finish();
 }
+
+/// A dynamic pool scales back after a burst (DESIGN §7): idle pooled
+/// connections are closed after a few seconds, so php-fpm's process manager
+/// can stop the surplus children, while a light load stays served.
+#[test]
+fn dynamic_pool_scales_back_after_a_burst() {
+    let site = Site::start(
+        Site::project(),
+        SiteConfig {
+            children: 6,
+            pool_extra:
+                "type: dynamic, start_servers: 2, min_spare_servers: 1, max_spare_servers: 2".into(),
+            ..SiteConfig::default()
+        },
+    );
+    let burst = site
+        .load(&Load {
+            connections: 12,
+            duration: Duration::from_secs(3),
+            timeout: Duration::from_secs(10),
+            requests: vec![Req::Get("/sleep.php?ms=500".into())],
+            expect: "slept body-ok".into(),
+        })
+        .finish();
+    let peak = site.workers().len();
+    // One client, one request at a time: at most one busy child, so the
+    // pool should settle at max_spare_servers (2) + the busy one.
+    let light = site.load(&Load {
+        connections: 1,
+        duration: Duration::from_secs(12),
+        timeout: Duration::from_secs(10),
+        requests: vec![Req::Get("/sleep.php?ms=20".into())],
+        expect: "slept body-ok".into(),
+    });
+    let shrunk = common::eventually(Duration::from_secs(11), || {
+        let n = site.workers().len();
+        (n <= 3).then_some(n)
+    });
+    let light = light.finish();
+    let mut v = site.verdict("dynamic_pool_scales_back_after_a_burst");
+    v.clean_load("burst of 12 on max_children 6", &burst);
+    v.eq("children at the burst's end", peak, 6);
+    v.check(
+        "children back to <= max_spare_servers + 1 under light load",
+        shrunk.is_some(),
+        format!("{shrunk:?}, now {}", site.workers().len()),
+    );
+    v.clean_load("light load while the pool shrinks", &light);
+    v.no_restart();
+    v.finish();
+}

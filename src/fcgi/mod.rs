@@ -25,21 +25,36 @@ use exchange::Limits;
 use listener::{Ctx, ForwardListener, PARAMS_CAP};
 use pool::{PoolSettings, UpstreamPool};
 
-/// How long an idle pooled connection may live: php-fpm's `ondemand` idle
-/// timeout and `request_terminate_timeout` (which kills a child idling on a
-/// kept connection) both bound it.
+/// How long an idle pooled connection lives when the process manager can
+/// shrink the pool (`dynamic`, `ondemand`): a connection pins its child, so
+/// a connection kept forever turns a dynamic pool into a static one and
+/// never gives php-fpm's memory back. php-fpm's own maintenance runs every
+/// second; a connection unused for this long is surplus at the current load.
+pub const SHRINKABLE_IDLE: Duration = Duration::from_secs(3);
+
+/// How long an idle pooled connection may live (None: until php-fpm closes
+/// it). `dynamic` and `ondemand` pools: [`SHRINKABLE_IDLE`] (and, for
+/// `ondemand`, under its `process_idle_timeout`); `static`: forever.
+/// `request_terminate_timeout` (which kills a child idling on a kept
+/// connection) bounds every kind.
 pub fn idle_lifetime(config: &Config) -> Option<Duration> {
+    use crate::config::PoolKind;
     let pool = &config.php_fpm.pool;
-    let mut l = None;
-    if pool.kind == crate::config::PoolKind::Ondemand && !pool.process_idle_timeout.is_zero() {
-        l = Some(pool.process_idle_timeout);
-    }
+    let mut l = match pool.kind {
+        PoolKind::Static => None,
+        PoolKind::Dynamic => Some(SHRINKABLE_IDLE),
+        PoolKind::Ondemand => Some(if pool.process_idle_timeout.is_zero() {
+            SHRINKABLE_IDLE
+        } else {
+            SHRINKABLE_IDLE.min(pool.process_idle_timeout.mul_f64(0.9))
+        }),
+    };
     if !pool.request_terminate_timeout.is_zero() {
-        let t = pool.request_terminate_timeout;
+        // Leave a margin so tqsup closes first.
+        let t = pool.request_terminate_timeout.mul_f64(0.9);
         l = Some(l.map_or(t, |x: Duration| x.min(t)));
     }
-    // Leave a margin so tqsup closes first.
-    l.map(|d| d.mul_f64(0.9))
+    l
 }
 
 /// Binds `forward.listen`, serves until `shutdown`, then stops accepting and

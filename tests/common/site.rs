@@ -34,6 +34,9 @@ pub struct SiteConfig {
     /// `php_fpm.env.TQ_VERSION`, which `post.php` prints: a value a reload
     /// must apply.
     pub version: String,
+    /// Extra `php_fpm.pool` keys after the defaults, e.g.
+    /// `type: dynamic, start_servers: 2` (a later key wins in YAML flow).
+    pub pool_extra: String,
 }
 
 impl Default for SiteConfig {
@@ -46,6 +49,7 @@ impl Default for SiteConfig {
             health_interval_ms: 500,
             health_failure_threshold: 3,
             version: "v0".into(),
+            pool_extra: String::new(),
         }
     }
 }
@@ -53,7 +57,7 @@ impl Default for SiteConfig {
 impl SiteConfig {
     fn yaml(&self, project: &Project) -> String {
         format!(
-            "php_fpm:\n  document_root: {root}\n  env: {{ TQ_VERSION: \"{version}\" }}\n  pool: {{ type: static, max_children: {children}, max_requests: {max_requests} }}\n\
+            "php_fpm:\n  document_root: {root}\n  env: {{ TQ_VERSION: \"{version}\" }}\n  pool: {{ max_children: {children}, max_requests: {max_requests}, {pool} }}\n\
              forward:\n  listen: {sock}\n  socket_mode: \"0666\"\n  queue_timeout_ms: {queue}\n\
              \x20 health: {{ interval_ms: {interval}, timeout_ms: {interval}, failure_threshold: {threshold} }}\n\
              supervisor: {{ stop_timeout_ms: 10000 }}\nlog: {{ level: info }}\n",
@@ -61,6 +65,11 @@ impl SiteConfig {
             version = self.version,
             children = self.children,
             max_requests = self.max_requests,
+            pool = if self.pool_extra.is_empty() {
+                "type: static"
+            } else {
+                &self.pool_extra
+            },
             sock = project.join("tqsup.sock").display(),
             queue = self.queue_timeout_ms,
             interval = self.health_interval_ms,
@@ -216,6 +225,15 @@ impl Site {
             todo.extend(children(p));
         }
         out
+    }
+
+    /// The workers of the main pool `www` now (not masters, not php-fpm's
+    /// status pool).
+    pub fn workers(&self) -> Vec<i32> {
+        self.php_fpm_pids()
+            .into_iter()
+            .filter(|p| cmdline(*p).trim() == "php-fpm: pool www")
+            .collect()
     }
 
     /// tqsup's log lines saying it restarted or killed php-fpm: a busy or
