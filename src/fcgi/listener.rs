@@ -69,12 +69,22 @@ impl ClientLimits {
     }
 }
 
+/// A request head up to this size is ordinary: it may use the budget's
+/// reserve (see [`ParamsBudget`]).
+pub const SMALL_HEAD: usize = 32 * 1024;
+
 /// Bytes of request heads (BEGIN + PARAMS) held across all connections,
 /// against a limit: one atomic counter, shared by [`Charge`]s.
+///
+/// The last eighth is kept for heads of at most [`SMALL_HEAD`] bytes, so
+/// clients stalling with huge PARAMS cannot starve ordinary requests: they
+/// get 503s while everyone else is still served.
 #[derive(Debug)]
 pub struct ParamsBudget {
     used: AtomicUsize,
     limit: usize,
+    /// What heads larger than [`SMALL_HEAD`] may use in total.
+    large_limit: usize,
 }
 
 impl ParamsBudget {
@@ -82,6 +92,7 @@ impl ParamsBudget {
         ParamsBudget {
             used: AtomicUsize::new(0),
             limit,
+            large_limit: limit - limit / 8,
         }
     }
 
@@ -90,10 +101,16 @@ impl ParamsBudget {
         self.used.load(Ordering::Relaxed)
     }
 
-    fn take(&self, n: usize) -> bool {
+    /// Takes `n` bytes for a head that will be `head` bytes in all.
+    fn take(&self, n: usize, head: usize) -> bool {
+        let limit = if head <= SMALL_HEAD {
+            self.limit
+        } else {
+            self.large_limit
+        };
         self.used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
-                u.checked_add(n).filter(|&t| t <= self.limit)
+                u.checked_add(n).filter(|&t| t <= limit)
             })
             .is_ok()
     }
@@ -120,7 +137,7 @@ impl Charge {
 
     /// Takes `n` more bytes, if the budget has them.
     pub fn grow(&mut self, n: usize) -> bool {
-        let ok = self.budget.take(n);
+        let ok = self.budget.take(n, self.bytes + n);
         if ok {
             self.bytes += n;
         }

@@ -163,3 +163,27 @@ fn the_internal_token_is_found_in_any_name_or_value() {
     ]);
     assert!(!p.found_in(&clean));
 }
+
+#[test]
+fn large_heads_leave_a_reserve_for_ordinary_ones() {
+    let budget = Arc::new(ParamsBudget::new(800_000));
+    let chunk = vec![0u8; 60_000];
+    let mut big = Vec::new();
+    // Large heads stop at 7/8 of the budget...
+    loop {
+        let mut c = Charge::new(&budget);
+        let mut h = Head::default();
+        match h.push(&chunk, 1 << 20, &mut c) {
+            Ok(()) => big.push((h, c)),
+            Err(e) => {
+                assert_eq!(e, Over::Global);
+                break;
+            }
+        }
+    }
+    assert!(budget.used() <= 700_000, "{}", budget.used());
+    // ...while ordinary ones still fit.
+    let mut c = Charge::new(&budget);
+    let mut h = Head::default();
+    h.push(&[0u8; 2000], 1 << 20, &mut c).unwrap();
+}
