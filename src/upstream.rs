@@ -47,9 +47,11 @@ impl PhpFpmState {
 }
 
 /// php-fpm's internal paths (`ping.path`, `pm.status_path`), holding a random
-/// token made at each start of tqsup. php-fpm matches them against
-/// SCRIPT_NAME; the forward listener refuses to forward them (404), so only
-/// tqsup reaches them.
+/// token made at each start of tqsup. php-fpm matches them against the
+/// request path it derives from SCRIPT_NAME, but also from REDIRECT_URL (with
+/// PATH_TRANSLATED), PATH_INFO and REQUEST_URI; the forward listener refuses
+/// (404) any request whose params hold the token anywhere, so only tqsup
+/// reaches them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InternalPaths {
     pub ping: String,
@@ -74,10 +76,14 @@ impl InternalPaths {
         }
     }
 
-    /// Whether a request's SCRIPT_NAME is (or is under) one of these paths.
-    /// Matching the token prefix anywhere also covers `//` and `/./` forms.
-    pub fn is_internal(&self, script_name: &[u8]) -> bool {
-        let p = self.prefix.as_bytes();
-        script_name.windows(p.len()).any(|w| w == p)
+    /// Whether the token prefix occurs anywhere in `bytes`: one vectorised
+    /// pass, no allocation. Given a request's raw PARAMS stream (lengths,
+    /// names and values), it finds the prefix in every name and value (each
+    /// is contiguous there); it may also match across a pair's length bytes,
+    /// which only someone who knows the token can write, and then refusing
+    /// is right too. Matching the prefix anywhere covers `//` and `/./`
+    /// forms and every variable php-fpm derives its path from.
+    pub fn found_in(&self, bytes: &[u8]) -> bool {
+        memchr::memmem::find(bytes, self.prefix.as_bytes()).is_some()
     }
 }

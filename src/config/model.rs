@@ -126,6 +126,15 @@ pub struct Forward {
     pub max_connections: u32,
     pub queue_timeout: Duration,
     pub retry_idempotent: bool,
+    /// From a request's BEGIN_REQUEST to the end of its PARAMS (and from
+    /// accepting a connection to its first BEGIN_REQUEST).
+    pub params_timeout: Duration,
+    /// Longest silence while a request's body is still arriving.
+    pub stdin_timeout: Duration,
+    /// PARAMS buffered for one connection's requests; more gets a 431.
+    pub params_buffer: usize,
+    /// PARAMS buffered across all connections; more gets a 503.
+    pub params_buffer_total: usize,
     pub health: Health,
 }
 

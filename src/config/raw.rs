@@ -133,6 +133,10 @@ pub struct RawForward {
     pub max_connections: Field<u32>,
     pub queue_timeout_ms: Field<u64>,
     pub retry_idempotent: Field<bool>,
+    pub params_timeout_ms: Field<u64>,
+    pub stdin_timeout_ms: Field<u64>,
+    pub params_buffer_bytes: Field<u64>,
+    pub params_buffer_total_bytes: Field<u64>,
     pub health: Field<RawHealth>,
     #[serde(flatten, skip_serializing)]
     pub unknown: Unknown,

@@ -214,3 +214,46 @@ fn endpoints_parse() {
     assert!(parse_endpoint(base, "localhost:99999").is_err());
     assert!(parse_endpoint(base, "nonsense").is_err());
 }
+
+#[test]
+fn client_limits_have_defaults_and_are_checked() {
+    let (c, _) = load_text("t.yaml", "", &[]).unwrap();
+    let f = &c.forward;
+    assert_eq!(
+        (f.params_timeout, f.stdin_timeout),
+        (
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(30)
+        )
+    );
+    assert_eq!(
+        (f.params_buffer, f.params_buffer_total),
+        (1 << 20, 64 << 20)
+    );
+    let (c, _) = load_text(
+        "t.toml",
+        "[forward]\nparams_timeout_ms = 500\nstdin_timeout_ms = 700\nparams_buffer_bytes = 65536\nparams_buffer_total_bytes = 65536\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.forward.params_timeout.as_millis(), 500);
+    assert_eq!(c.forward.stdin_timeout.as_millis(), 700);
+    assert_eq!(c.forward.params_buffer_total, 65536);
+    let ps = problems(
+        "t.yaml",
+        "forward:\n  params_timeout_ms: 0\n  stdin_timeout_ms: soon\n  params_buffer_bytes: 100\n",
+    );
+    assert_eq!(
+        keys(&ps),
+        [
+            "forward.params_timeout_ms",
+            "forward.stdin_timeout_ms",
+            "forward.params_buffer_bytes"
+        ]
+    );
+    let ps = problems(
+        "t.yaml",
+        "forward:\n  params_buffer_bytes: 2097152\n  params_buffer_total_bytes: 1048576\n",
+    );
+    assert_eq!(keys(&ps), ["forward.params_buffer_total_bytes"]);
+}

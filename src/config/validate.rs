@@ -700,6 +700,36 @@ fn forward(c: &mut Checker, field: &Field<RawForward>) -> Forward {
         true,
         "true or false",
     );
+    let params_timeout = c.ms("forward.params_timeout_ms", &r.params_timeout_ms, 10_000, 1);
+    let stdin_timeout = c.ms("forward.stdin_timeout_ms", &r.stdin_timeout_ms, 30_000, 1);
+    let params_buffer = c.take(
+        "forward.params_buffer_bytes",
+        &r.params_buffer_bytes,
+        1024 * 1024,
+        "a whole number of bytes",
+    );
+    if params_buffer < 16 * 1024 {
+        c.problem(
+            "forward.params_buffer_bytes",
+            format!("must be at least 16384 bytes, is {params_buffer}"),
+            "set it to 1048576 (1 MiB, what nginx and php-fpm allow) or so",
+        );
+    }
+    let params_buffer_total = c.take(
+        "forward.params_buffer_total_bytes",
+        &r.params_buffer_total_bytes,
+        64 * 1024 * 1024,
+        "a whole number of bytes",
+    );
+    if params_buffer_total < params_buffer {
+        c.problem(
+            "forward.params_buffer_total_bytes",
+            format!(
+                "must be at least forward.params_buffer_bytes ({params_buffer}), is {params_buffer_total}"
+            ),
+            "set it to 64 times params_buffer_bytes or so",
+        );
+    }
     let h = c.section("forward.health", &r.health);
     c.unknown::<RawHealth>("forward.health", &h.unknown);
     let health = Health {
@@ -730,6 +760,10 @@ fn forward(c: &mut Checker, field: &Field<RawForward>) -> Forward {
         max_connections: max_connections.max(1),
         queue_timeout,
         retry_idempotent,
+        params_timeout,
+        stdin_timeout,
+        params_buffer: usize::try_from(params_buffer).unwrap_or(usize::MAX),
+        params_buffer_total: usize::try_from(params_buffer_total).unwrap_or(usize::MAX),
         health,
     }
 }

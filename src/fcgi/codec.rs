@@ -131,22 +131,43 @@ pub fn set_request_id(frame: &mut [u8], id: u16) {
     frame[2..4].copy_from_slice(&id.to_be_bytes());
 }
 
-/// Appends one record (no padding); `content` must fit in one record.
+/// Appends one record (no padding).
+///
+/// Content longer than [`MAX_CONTENT`] is never written with a truncated
+/// length (that would desynchronise the peer): it is split into consecutive
+/// records of the same type, which is right for the stream types (PARAMS,
+/// STDIN, STDOUT, STDERR, DATA). Callers building a single-record type
+/// (GET_VALUES_RESULT, END_REQUEST...) keep their content within one record
+/// themselves; this is only the last guard.
 pub fn encode(out: &mut BytesMut, kind: u8, request_id: u16, content: &[u8]) {
-    debug_assert!(content.len() <= MAX_CONTENT);
+    if content.len() > MAX_CONTENT {
+        return encode_stream(out, kind, request_id, content);
+    }
     put_header(out, kind, request_id, content.len());
     out.put_slice(content);
 }
 
 /// Appends a record header for `content_len` bytes of content, no padding.
+///
+/// # Panics
+/// When `content_len` exceeds [`MAX_CONTENT`]: a wrong length on the wire
+/// cannot be taken back, a panic ends only the task that made it.
 pub fn put_header(out: &mut BytesMut, kind: u8, request_id: u16, content_len: usize) {
-    let h = Header {
+    out.put_slice(&header(kind, request_id, content_len));
+}
+
+/// The header of a record of `content_len` bytes, no padding (panics as
+/// [`put_header`]).
+pub fn header(kind: u8, request_id: u16, content_len: usize) -> [u8; HEADER_LEN] {
+    let content_len = u16::try_from(content_len)
+        .unwrap_or_else(|_| panic!("FastCGI record content of {content_len} bytes"));
+    Header {
         kind,
         request_id,
-        content_len: content_len as u16,
+        content_len,
         padding_len: 0,
-    };
-    out.put_slice(&h.to_bytes());
+    }
+    .to_bytes()
 }
 
 /// Appends `content` as a stream of records of at most `MAX_CONTENT` bytes
@@ -159,13 +180,16 @@ pub fn encode_stream(out: &mut BytesMut, kind: u8, request_id: u16, content: &[u
 
 /// Appends FCGI_BEGIN_REQUEST.
 pub fn encode_begin(out: &mut BytesMut, request_id: u16, role: u16, flags: u8) {
-    let r = role.to_be_bytes();
-    encode(
-        out,
-        BEGIN_REQUEST,
-        request_id,
-        &[r[0], r[1], flags, 0, 0, 0, 0, 0],
-    );
+    out.put_slice(&begin_record(request_id, role, flags));
+}
+
+/// The whole FCGI_BEGIN_REQUEST record, for writing in place.
+pub fn begin_record(request_id: u16, role: u16, flags: u8) -> [u8; 2 * HEADER_LEN] {
+    let mut rec = [0u8; 2 * HEADER_LEN];
+    rec[..HEADER_LEN].copy_from_slice(&header(BEGIN_REQUEST, request_id, HEADER_LEN));
+    rec[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&role.to_be_bytes());
+    rec[HEADER_LEN + 2] = flags;
+    rec
 }
 
 /// Appends FCGI_END_REQUEST.

@@ -203,3 +203,40 @@ fn helpers_encode_what_the_spec_says() {
     set_request_id(&mut f, 0x1234);
     assert_eq!(Header::parse(&f).unwrap().request_id, 0x1234);
 }
+
+#[test]
+fn encode_never_writes_a_truncated_length() {
+    // 200_000 bytes would be 3392 with `as u16`: split into whole records.
+    let content: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+    let mut out = BytesMut::new();
+    encode(&mut out, STDOUT, 3, &content);
+    encode_end(&mut out, 3, 0, REQUEST_COMPLETE);
+    let recs = decode_all(&mut out).unwrap();
+    assert!(out.is_empty());
+    assert_eq!(recs.len(), 5);
+    assert!(
+        recs[..4]
+            .iter()
+            .all(|r| r.kind == STDOUT && r.content.len() <= MAX_CONTENT)
+    );
+    let joined: Vec<u8> = recs[..4].iter().flat_map(|r| r.content.to_vec()).collect();
+    assert_eq!(joined, content);
+    assert_eq!(recs[4].kind, END_REQUEST);
+}
+
+#[test]
+#[should_panic(expected = "FastCGI record content of 65536 bytes")]
+fn a_header_for_too_much_content_panics() {
+    put_header(&mut BytesMut::new(), STDOUT, 1, MAX_CONTENT + 1);
+}
+
+#[test]
+fn begin_record_in_place_is_encode_begin() {
+    let mut out = BytesMut::new();
+    encode_begin(&mut out, 0x0102, ROLE_RESPONDER, FLAG_KEEP_CONN);
+    assert_eq!(
+        &out[..],
+        &begin_record(0x0102, ROLE_RESPONDER, FLAG_KEEP_CONN)[..]
+    );
+    assert_eq!(&out[..], &[1, 1, 1, 2, 0, 8, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]);
+}

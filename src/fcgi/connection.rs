@@ -1,37 +1,58 @@
 //! One downstream FastCGI connection: the read loop that decodes records,
 //! keeps the state of each (multiplexed) request until its PARAMS are
-//! complete, answers what tqsup answers itself, and hands requests to
-//! [`exchange::run`] tasks.
+//! complete, answers what tqsup answers itself, hands requests to
+//! [`super::exchange::run`] tasks and feeds them their bodies, and bounds what a
+//! slow or abusive client can cost (DESIGN §7 "Clients are bounded").
+//!
+//! Reading the connection never waits on one request: a body the request's
+//! task cannot take yet is queued here (see [`body`]), and only when a whole
+//! connection's queue is over its budget does the connection stop being read.
+
+mod body;
+mod head;
+mod requests;
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use bytes::BytesMut;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, HEADER_LEN};
-use super::exchange::{self, Down, Job, StdinMsg, error_response};
-use super::listener::Ctx;
+use super::exchange::{Down, error_response};
+use super::listener::{Charge, Ctx};
 use crate::metrics::{self, ForwardError};
+use body::Body;
+use head::Head;
 
-/// Requests multiplexed on one connection at once; more get a 503.
+/// Requests multiplexed on one connection at once; more get a 503. This is
+/// what GET_VALUES announces as FCGI_MAX_REQS.
 const MAX_REQUESTS_PER_CONN: usize = 128;
 
+/// The empty STDIN record for php-fpm (request id 1).
+const STDIN_END: [u8; HEADER_LEN] = [codec::VERSION, codec::STDIN, 0, 1, 0, 0, 0, 0];
+
+/// How often a connection that only waits for its last requests to end
+/// (shutdown, or a client that half-closed) looks again.
+const RECHECK: Duration = Duration::from_millis(50);
+
 enum Phase {
-    /// Collecting the PARAMS stream.
-    Params(BytesMut),
-    /// Bodyless request: waiting for the empty STDIN before sending it.
+    /// Collecting the PARAMS stream, until `deadline` (`params_timeout`).
+    Params { head: Head, deadline: Instant },
+    /// Bodyless request: waiting for the empty STDIN, until `deadline`
+    /// (`stdin_timeout`).
     AwaitStdin {
-        head: BytesMut,
+        head: Head,
         replayable: bool,
         zero: bool,
+        deadline: Instant,
     },
-    /// Handed to a task; `remaining` body bytes per CONTENT_LENGTH.
+    /// Handed to a task; its body goes through `body`.
     Running {
-        tx: mpsc::Sender<StdinMsg>,
         abort: CancellationToken,
-        remaining: u64,
+        body: Body,
     },
 }
 
@@ -39,13 +60,28 @@ struct Slot {
     id: u16,
     keep_conn: bool,
     arrived: Instant,
+    /// The head's share of the PARAMS budgets, held until the request ends
+    /// (its task keeps the head for a replay).
+    charge: Charge,
     phase: Phase,
 }
 
 impl Slot {
     /// A finished request whose task has let go of its STDIN.
     fn finished(&self) -> bool {
-        matches!(&self.phase, Phase::Running { tx, .. } if tx.is_closed())
+        matches!(&self.phase, Phase::Running { body, .. } if body.task_done())
+    }
+
+    /// When this request times out; a body only counts while the connection
+    /// is read (`reading`): a client held back by backpressure is not slow.
+    fn deadline(&self, stdin_timeout: Duration, reading: bool) -> Option<Instant> {
+        match &self.phase {
+            Phase::Params { deadline, .. } | Phase::AwaitStdin { deadline, .. } => Some(*deadline),
+            Phase::Running { body, .. } if !body.complete && reading => {
+                Some(body.last_input + stdin_timeout)
+            }
+            Phase::Running { .. } => None,
+        }
     }
 }
 
@@ -58,28 +94,39 @@ fn perr<T>(msg: impl Into<String>) -> Result<T, ProtocolError> {
 }
 
 /// Serves one connection until the client leaves, a request without
-/// KEEP_CONN ends, bad input arrives, or (after `shutdown`) it has no
-/// request left.
+/// KEEP_CONN ends, bad input arrives, it stays silent past
+/// `params_timeout`, or (after `shutdown`, or once the client has shut its
+/// sending side) it has no request left.
 pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken) {
+    let accepted = Instant::now();
     let mut conn = Conn {
-        down,
+        down: down.clone(),
+        first_begin_by: Some(accepted + ctx.clients.params_timeout),
         ctx,
         slots: Vec::new(),
         out: BytesMut::new(),
         close_after_flush: false,
+        paused: false,
     };
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    // After `shutdown`: no longer waiting for new requests.
     let mut draining = false;
-    let done = conn.down.done.clone();
-    let done = done.cancelled();
+    // The client has not shut its sending side.
+    let mut read_open = true;
+    let done = down.done.cancelled();
     tokio::pin!(done);
     let stopping = shutdown.cancelled();
     tokio::pin!(stopping);
-    // Re-armed every 50 ms while draining, to notice the last request end.
-    let recheck = tokio::time::sleep(std::time::Duration::from_secs(3600));
+    let recheck = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(recheck);
+    // The one timer for every timeout of the connection, armed at the
+    // earliest; a later deadline never re-arms it (it fires early, finds
+    // nothing due, and is armed again).
+    let timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
-        if let Err(ProtocolError(why)) = conn.process(&mut buf).await {
+        if let Err(ProtocolError(why)) = conn.process(&mut buf) {
             tracing::warn!(why, "closing FastCGI client connection on bad input");
             break;
         }
@@ -87,25 +134,48 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken) 
             break;
         }
         conn.slots.retain(|s| !s.finished());
-        if draining && conn.slots.is_empty() {
+        let winding_down = draining || !read_open;
+        if winding_down && conn.slots.is_empty() {
             break;
         }
-        super::io::reserve_read(&mut buf, 8192);
+        let reading = read_open && conn.stdin_queued() < conn.ctx.clients.stdin_per_conn;
+        conn.set_reading(reading || !read_open);
+        if let Some(next) = conn.next_deadline(reading)
+            && armed.is_none_or(|a| next < a)
+        {
+            timer.as_mut().reset(next);
+            armed = Some(next);
+        }
+        if reading {
+            super::io::reserve_read(&mut buf, 8192);
+        }
+        let delivering = conn.delivering();
         tokio::select! {
             _ = &mut done => break,
             _ = &mut stopping, if !draining => {
                 draining = true;
-                recheck.as_mut().reset(Instant::now() + std::time::Duration::from_millis(50));
+                recheck.as_mut().reset(Instant::now() + RECHECK);
             }
-            _ = &mut recheck, if draining => {
-                recheck.as_mut().reset(Instant::now() + std::time::Duration::from_millis(50));
+            _ = &mut recheck, if winding_down => {
+                recheck.as_mut().reset(Instant::now() + RECHECK);
             }
-            r = conn.down.stream.read_buf(&mut buf) => match r {
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
+                if !conn.expire(Instant::now(), reading) {
+                    break;
+                }
+            }
+            _ = std::future::poll_fn(|cx| conn.poll_deliver(cx)), if delivering => {}
+            r = down.stream.read_buf(&mut buf), if reading => match r {
                 Ok(0) => {
                     if !buf.is_empty() {
                         tracing::warn!(bytes = buf.len(), "FastCGI client closed the connection mid-record");
+                        break;
                     }
-                    break;
+                    // Half-close: the requests it sent still get answered.
+                    read_open = false;
+                    conn.client_done_sending();
+                    recheck.as_mut().reset(Instant::now() + RECHECK);
                 }
                 Ok(n) => {
                     metrics::global().received_bytes.inc_by(n as u64);
@@ -118,7 +188,7 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken) 
         }
     }
     // Whatever is still running belongs to a client that is gone.
-    conn.down.done.cancel();
+    down.done.cancel();
 }
 
 struct Conn {
@@ -128,6 +198,11 @@ struct Conn {
     /// Local answers (management records, errors) waiting to be written.
     out: BytesMut,
     close_after_flush: bool,
+    /// Until the first BEGIN_REQUEST: when a connection that said nothing
+    /// is closed.
+    first_begin_by: Option<Instant>,
+    /// Not read for backpressure: body timeouts are suspended.
+    paused: bool,
 }
 
 impl Conn {
@@ -139,7 +214,7 @@ impl Conn {
         self.down.send(&mut bufs).await
     }
 
-    fn slot(&mut self, id: u16) -> Option<usize> {
+    fn slot(&self, id: u16) -> Option<usize> {
         self.slots.iter().position(|s| s.id == id && !s.finished())
     }
 
@@ -150,6 +225,7 @@ impl Conn {
         let m = metrics::global();
         m.forward_error(match status {
             404 => ForwardError::InternalPath,
+            408 => ForwardError::Timeout,
             503 => ForwardError::TooManyRequests,
             _ => ForwardError::BadRequest,
         });
@@ -166,7 +242,112 @@ impl Conn {
         self.close_after_flush = true;
     }
 
-    async fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+    /// Body bytes queued on this connection.
+    fn stdin_queued(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| match &s.phase {
+                Phase::Running { body, .. } => body.queued(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Some body waits for room in its task's channel.
+    fn delivering(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| matches!(&s.phase, Phase::Running { body, .. } if body.pending()))
+    }
+
+    fn poll_deliver(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut moved = false;
+        for s in &mut self.slots {
+            if let Phase::Running { body, .. } = &mut s.phase
+                && body.pending()
+            {
+                moved |= body.poll_deliver(cx).is_ready();
+            }
+        }
+        if moved {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Backpressure on or off; body timeouts restart when reading resumes.
+    fn set_reading(&mut self, reading: bool) {
+        if reading && self.paused {
+            let now = Instant::now();
+            for s in &mut self.slots {
+                if let Phase::Running { body, .. } = &mut s.phase {
+                    body.last_input = now;
+                }
+            }
+        }
+        self.paused = !reading;
+    }
+
+    fn next_deadline(&self, reading: bool) -> Option<Instant> {
+        let t = self.ctx.clients.stdin_timeout;
+        self.slots
+            .iter()
+            .filter_map(|s| s.deadline(t, reading))
+            .chain(self.first_begin_by)
+            .min()
+    }
+
+    /// Acts on every timeout due at `now`; false: close the connection.
+    fn expire(&mut self, now: Instant, reading: bool) -> bool {
+        if self.first_begin_by.is_some_and(|t| t <= now) {
+            tracing::info!("closing a FastCGI client connection that sent no request in time");
+            return false;
+        }
+        let t = self.ctx.clients.stdin_timeout;
+        for idx in (0..self.slots.len()).rev() {
+            if self.slots[idx].deadline(t, reading).is_none_or(|d| d > now) {
+                continue;
+            }
+            let s = &mut self.slots[idx];
+            match &mut s.phase {
+                Phase::Params { .. } => {
+                    tracing::warn!(request_id = s.id, "client too slow sending PARAMS");
+                    self.answer(idx, 408);
+                }
+                Phase::AwaitStdin { .. } => {
+                    tracing::warn!(request_id = s.id, "client never ended its empty STDIN");
+                    self.answer(idx, 408);
+                }
+                Phase::Running { body, .. } => {
+                    tracing::warn!(request_id = s.id, "client stopped sending the request body");
+                    body.give_up(408);
+                }
+            }
+        }
+        true
+    }
+
+    /// The client shut its sending side: requests it has not finished
+    /// sending can never finish and are dropped; the others are answered.
+    fn client_done_sending(&mut self) {
+        let m = metrics::global();
+        self.slots.retain(|s| match &s.phase {
+            Phase::Running { body, .. } if body.complete => true,
+            // The task answers END_REQUEST and closes php-fpm's connection.
+            Phase::Running { abort, .. } => {
+                abort.cancel();
+                false
+            }
+            _ => {
+                m.forward_error(ForwardError::ClientAborted);
+                m.request_done(0, s.arrived.elapsed());
+                false
+            }
+        });
+    }
+
+    fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
         loop {
             if self.close_after_flush {
                 return Ok(());
@@ -186,7 +367,7 @@ impl Conn {
                 codec::BEGIN_REQUEST => self.begin(h.request_id, content)?,
                 codec::ABORT_REQUEST => self.abort(h.request_id),
                 codec::PARAMS => self.params(h.request_id, content)?,
-                codec::STDIN => self.stdin(h, frame).await?,
+                codec::STDIN => self.stdin(h, frame)?,
                 codec::DATA => {}
                 k => return perr(format!("record type {k} is not for a FastCGI server")),
             }
@@ -196,17 +377,28 @@ impl Conn {
     fn management(&mut self, kind: u8, content: &[u8]) -> Result<(), ProtocolError> {
         match kind {
             codec::GET_VALUES => {
-                let mut res = BytesMut::new();
+                // Each known name answered once, whatever the query repeats:
+                // the answer always fits one record.
+                let mut want = [false; 3];
                 for p in codec::pairs(content) {
                     let (name, _) = p.map_err(|e| ProtocolError(e.to_string()))?;
-                    let value = match name {
-                        b"FCGI_MAX_CONNS" | b"FCGI_MAX_REQS" => {
-                            self.ctx.max_connections.to_string()
-                        }
-                        b"FCGI_MPXS_CONNS" => "1".to_string(),
-                        _ => continue,
-                    };
-                    codec::put_pair(&mut res, name, value.as_bytes());
+                    match name {
+                        b"FCGI_MAX_CONNS" => want[0] = true,
+                        b"FCGI_MAX_REQS" => want[1] = true,
+                        b"FCGI_MPXS_CONNS" => want[2] = true,
+                        _ => {}
+                    }
+                }
+                let values = [
+                    (&b"FCGI_MAX_CONNS"[..], self.ctx.max_connections.to_string()),
+                    (b"FCGI_MAX_REQS", MAX_REQUESTS_PER_CONN.to_string()),
+                    (b"FCGI_MPXS_CONNS", "1".to_string()),
+                ];
+                let mut res = BytesMut::new();
+                for ((name, value), wanted) in values.iter().zip(want) {
+                    if wanted {
+                        codec::put_pair(&mut res, name, value.as_bytes());
+                    }
                 }
                 codec::encode(&mut self.out, codec::GET_VALUES_RESULT, 0, &res);
                 Ok(())
@@ -220,224 +412,4 @@ impl Conn {
             }
         }
     }
-
-    fn begin(&mut self, id: u16, content: &[u8]) -> Result<(), ProtocolError> {
-        let Some((role, flags)) = codec::parse_begin(content) else {
-            return perr(format!("BEGIN_REQUEST body of {} bytes", content.len()));
-        };
-        if self.slot(id).is_some() {
-            return perr(format!(
-                "BEGIN_REQUEST for request id {id} already in progress"
-            ));
-        }
-        let keep_conn = flags & codec::FLAG_KEEP_CONN != 0;
-        if role != codec::ROLE_RESPONDER {
-            codec::encode_end(&mut self.out, id, 0, codec::UNKNOWN_ROLE);
-            if !keep_conn {
-                self.out_then_close();
-            }
-            return Ok(());
-        }
-        self.slots.retain(|s| s.id != id);
-        self.slots.push(Slot {
-            id,
-            keep_conn,
-            arrived: Instant::now(),
-            phase: Phase::Params(BytesMut::new()),
-        });
-        if self.slots.len() > MAX_REQUESTS_PER_CONN {
-            let idx = self.slots.len() - 1;
-            self.answer(idx, 503);
-        }
-        Ok(())
-    }
-
-    fn abort(&mut self, id: u16) {
-        let Some(idx) = self.slot(id) else { return };
-        match &self.slots[idx].phase {
-            Phase::Running { abort, .. } => {
-                // The task answers END_REQUEST and closes php-fpm's connection.
-                abort.cancel();
-                self.slots.swap_remove(idx);
-            }
-            _ => {
-                let s = self.slots.swap_remove(idx);
-                let m = metrics::global();
-                m.forward_error(ForwardError::ClientAborted);
-                m.request_done(0, s.arrived.elapsed());
-                codec::encode_end(&mut self.out, id, 0, codec::REQUEST_COMPLETE);
-                if !s.keep_conn {
-                    self.out_then_close();
-                }
-            }
-        }
-    }
-
-    fn params(&mut self, id: u16, content: &[u8]) -> Result<(), ProtocolError> {
-        let Some(idx) = self.slot(id) else {
-            return Ok(());
-        };
-        let Phase::Params(p) = &mut self.slots[idx].phase else {
-            return Ok(());
-        };
-        if !content.is_empty() {
-            if p.len() + content.len() > self.ctx.params_cap {
-                self.answer(idx, 431);
-            } else {
-                p.extend_from_slice(content);
-            }
-            return Ok(());
-        }
-        let params = std::mem::take(p);
-        self.params_done(idx, &params)
-    }
-
-    fn params_done(&mut self, idx: usize, params: &[u8]) -> Result<(), ProtocolError> {
-        let mut script_name: &[u8] = b"";
-        let mut length: &[u8] = b"";
-        let mut method: &[u8] = b"";
-        for p in codec::pairs(params) {
-            let (n, v) = p.map_err(|e| ProtocolError(e.to_string()))?;
-            match n {
-                b"SCRIPT_NAME" => script_name = v,
-                b"CONTENT_LENGTH" => length = v,
-                b"REQUEST_METHOD" => method = v,
-                _ => {}
-            }
-        }
-        if self.ctx.paths.is_internal(script_name) {
-            self.answer(idx, 404);
-            return Ok(());
-        }
-        let length = match std::str::from_utf8(length).ok().map(str::trim) {
-            Some("") => None,
-            Some(t) => match t.parse::<u64>() {
-                Ok(n) => Some(n),
-                Err(_) => {
-                    self.answer(idx, 400);
-                    return Ok(());
-                }
-            },
-            None => {
-                self.answer(idx, 400);
-                return Ok(());
-            }
-        };
-        let mut head = BytesMut::with_capacity(params.len() + 64);
-        codec::encode_begin(&mut head, 1, codec::ROLE_RESPONDER, codec::FLAG_KEEP_CONN);
-        match codec::reframe_params(&mut head, 1, params) {
-            Ok(()) => {}
-            Err(codec::ReframeError::PairTooLarge(_)) => {
-                self.answer(idx, 431);
-                return Ok(());
-            }
-            Err(codec::ReframeError::Codec(e)) => return perr(e.to_string()),
-        }
-        let replayable = self.ctx.retry_idempotent && matches!(method, b"GET" | b"HEAD");
-        match length {
-            None | Some(0) => {
-                self.slots[idx].phase = Phase::AwaitStdin {
-                    head,
-                    replayable,
-                    zero: length.is_some(),
-                };
-            }
-            Some(n) => self.start(idx, head.freeze(), false, false, n),
-        }
-        Ok(())
-    }
-
-    /// Spawns the request's task.
-    fn start(
-        &mut self,
-        idx: usize,
-        head: Bytes,
-        stdin_done: bool,
-        replayable: bool,
-        remaining: u64,
-    ) {
-        let slot = &mut self.slots[idx];
-        let (tx, rx) = mpsc::channel(2);
-        let abort = self.down.done.child_token();
-        let job = Job {
-            id: slot.id,
-            keep_conn: slot.keep_conn,
-            head,
-            stdin_done,
-            replayable,
-            arrived: slot.arrived,
-        };
-        slot.phase = Phase::Running {
-            tx,
-            abort: abort.clone(),
-            remaining,
-        };
-        let ctx = &self.ctx;
-        ctx.tracker.spawn(exchange::run(
-            job,
-            rx,
-            self.down.clone(),
-            ctx.pool.clone(),
-            ctx.limits.clone(),
-            abort,
-        ));
-    }
-
-    async fn stdin(&mut self, h: codec::Header, mut frame: BytesMut) -> Result<(), ProtocolError> {
-        let Some(idx) = self.slot(h.request_id) else {
-            return Ok(());
-        };
-        let len = h.content_len as u64;
-        match &mut self.slots[idx].phase {
-            Phase::Params(_) => perr("STDIN before the end of PARAMS"),
-            Phase::AwaitStdin {
-                head,
-                replayable,
-                zero,
-            } => {
-                if len > 0 {
-                    let status = if *zero { 400 } else { 411 };
-                    self.answer(idx, status);
-                    return Ok(());
-                }
-                let replayable = *replayable;
-                codec::encode(head, codec::STDIN, 1, &[]);
-                let head = std::mem::take(head).freeze();
-                self.start(idx, head, true, replayable, 0);
-                Ok(())
-            }
-            Phase::Running { tx, remaining, .. } => {
-                let msg = if len == 0 {
-                    if *remaining > 0 {
-                        StdinMsg::Bad(400)
-                    } else {
-                        frame.truncate(HEADER_LEN);
-                        codec::set_request_id(&mut frame, 1);
-                        frame[6] = 0;
-                        StdinMsg::End(frame.freeze())
-                    }
-                } else if len > *remaining {
-                    StdinMsg::Bad(400)
-                } else {
-                    *remaining -= len;
-                    StdinMsg::Data(for_php_fpm(h, frame))
-                };
-                let tx = tx.clone();
-                // Backpressure: a full channel stops reading this connection.
-                let _ = tx.send(msg).await;
-                Ok(())
-            }
-        }
-    }
-}
-
-/// A STDIN record re-addressed to request id 1, padding dropped (php-fpm
-/// wants content + padding ≤ 65535).
-fn for_php_fpm(h: codec::Header, mut frame: BytesMut) -> Bytes {
-    codec::set_request_id(&mut frame, 1);
-    if h.padding_len != 0 {
-        frame.truncate(HEADER_LEN + h.content_len as usize);
-        frame[6] = 0;
-    }
-    frame.freeze()
 }

@@ -91,6 +91,7 @@ pub fn error_stdout(out: &mut BytesMut, id: u16, status: u16) {
     let (reason, extra) = match status {
         400 => ("Bad Request", ""),
         404 => ("Not Found", ""),
+        408 => ("Request Timeout", ""),
         411 => ("Length Required", ""),
         431 => ("Request Header Fields Too Large", ""),
         502 => ("Bad Gateway", ""),

@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::upstream::{InternalPaths, PhpFpmState};
 use exchange::Limits;
-use listener::{Ctx, ForwardListener, PARAMS_CAP};
+use listener::{ClientLimits, Ctx, ForwardListener};
 use pool::{PoolSettings, UpstreamPool};
 
 /// How long an idle pooled connection lives when the process manager can
@@ -115,7 +115,7 @@ async fn serve(
         },
         retry_idempotent: fwd.retry_idempotent,
         max_connections: fwd.max_connections,
-        params_cap: PARAMS_CAP,
+        clients: ClientLimits::from_config(fwd),
         tracker: TaskTracker::new(),
     };
     let listener = ForwardListener::bind(&fwd.listen, fwd.socket_mode, ctx).await?;

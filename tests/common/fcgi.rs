@@ -273,6 +273,8 @@ pub struct StackOpts {
     pub queue_timeout_ms: u64,
     /// Forward listener on a unix socket instead of TCP.
     pub unix_listener: bool,
+    /// More `forward:` keys, as YAML lines indented by two spaces.
+    pub forward_extra: &'static str,
 }
 
 impl Default for StackOpts {
@@ -282,6 +284,7 @@ impl Default for StackOpts {
             max_requests: 0,
             queue_timeout_ms: 5000,
             unix_listener: false,
+            forward_extra: "",
         }
     }
 }
@@ -359,11 +362,12 @@ impl Stack {
             "tqsup.yaml",
             &format!(
                 "php_fpm:\n  enabled: false\n  listen: {}\n  pool: {{ type: static, max_children: {} }}\n\
-                 forward:\n  listen: \"{}\"\n  queue_timeout_ms: {}\nlog: {{ level: info }}\n",
+                 forward:\n  listen: \"{}\"\n  queue_timeout_ms: {}\n{}log: {{ level: info }}\n",
                 fpm_socket.display(),
                 opts.children,
                 addr,
                 opts.queue_timeout_ms,
+                opts.forward_extra,
             ),
         );
         assert!(

@@ -1,0 +1,236 @@
+//! The request side of a downstream connection: BEGIN, PARAMS, STDIN and
+//! ABORT records move a request through its phases (collecting its head,
+//! waiting for its empty STDIN, running as a task fed its body).
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::body::Body;
+use super::head::{self, Head, Over};
+use super::{Conn, MAX_REQUESTS_PER_CONN, Phase, ProtocolError, STDIN_END, Slot, perr};
+use crate::fcgi::codec::{self, HEADER_LEN};
+use crate::fcgi::exchange::{self, Job, StdinMsg};
+use crate::fcgi::listener::Charge;
+use crate::metrics::{self, ForwardError};
+
+impl Conn {
+    pub(super) fn begin(&mut self, id: u16, content: &[u8]) -> Result<(), ProtocolError> {
+        let Some((role, flags)) = codec::parse_begin(content) else {
+            return perr(format!("BEGIN_REQUEST body of {} bytes", content.len()));
+        };
+        if self.slot(id).is_some() {
+            return perr(format!(
+                "BEGIN_REQUEST for request id {id} already in progress"
+            ));
+        }
+        self.first_begin_by = None;
+        let keep_conn = flags & codec::FLAG_KEEP_CONN != 0;
+        if role != codec::ROLE_RESPONDER {
+            codec::encode_end(&mut self.out, id, 0, codec::UNKNOWN_ROLE);
+            if !keep_conn {
+                self.out_then_close();
+            }
+            return Ok(());
+        }
+        self.slots.retain(|s| s.id != id);
+        let arrived = Instant::now();
+        self.slots.push(Slot {
+            id,
+            keep_conn,
+            arrived,
+            charge: Charge::new(&self.ctx.clients.params_total),
+            phase: Phase::Params {
+                head: Head::default(),
+                deadline: arrived + self.ctx.clients.params_timeout,
+            },
+        });
+        if self.slots.len() > MAX_REQUESTS_PER_CONN {
+            let idx = self.slots.len() - 1;
+            self.answer(idx, 503);
+        }
+        Ok(())
+    }
+
+    pub(super) fn abort(&mut self, id: u16) {
+        let Some(idx) = self.slot(id) else { return };
+        match &self.slots[idx].phase {
+            Phase::Running { abort, .. } => {
+                // The task answers END_REQUEST and closes php-fpm's connection.
+                abort.cancel();
+                self.slots.swap_remove(idx);
+            }
+            _ => {
+                let s = self.slots.swap_remove(idx);
+                let m = metrics::global();
+                m.forward_error(ForwardError::ClientAborted);
+                m.request_done(0, s.arrived.elapsed());
+                codec::encode_end(&mut self.out, id, 0, codec::REQUEST_COMPLETE);
+                if !s.keep_conn {
+                    self.out_then_close();
+                }
+            }
+        }
+    }
+
+    pub(super) fn params(&mut self, id: u16, content: &[u8]) -> Result<(), ProtocolError> {
+        let Some(idx) = self.slot(id) else {
+            return Ok(());
+        };
+        if !matches!(self.slots[idx].phase, Phase::Params { .. }) {
+            return Ok(());
+        }
+        if content.is_empty() {
+            return self.params_done(idx);
+        }
+        let used: usize = self.slots.iter().map(|s| s.charge.bytes()).sum();
+        let room = self.ctx.clients.params_per_conn.saturating_sub(used);
+        let s = &mut self.slots[idx];
+        let Phase::Params { head, .. } = &mut s.phase else {
+            unreachable!("checked above");
+        };
+        match head.push(content, room, &mut s.charge) {
+            Ok(()) => {}
+            Err(Over::Connection) => self.answer(idx, 431),
+            Err(Over::Global) => {
+                tracing::warn!(
+                    used = self.ctx.clients.params_total.used(),
+                    "buffered PARAMS over forward.params_buffer_total_bytes"
+                );
+                self.answer(idx, 503);
+            }
+        }
+        Ok(())
+    }
+
+    fn params_done(&mut self, idx: usize) -> Result<(), ProtocolError> {
+        let retry = self.ctx.retry_idempotent;
+        let s = &mut self.slots[idx];
+        let Phase::Params { head, .. } = &mut s.phase else {
+            unreachable!("params_done in the PARAMS phase only");
+        };
+        let params = head.params();
+        // One scan of the raw stream finds the token in any name or value.
+        if self.ctx.paths.found_in(params) {
+            self.answer(idx, 404);
+            return Ok(());
+        }
+        let seen = head::read_params(params).map_err(|e| ProtocolError(e.to_string()))?;
+        let replayable = retry && matches!(seen.method, b"GET" | b"HEAD");
+        let Ok(length) = head::content_length(seen.content_length) else {
+            self.answer(idx, 400);
+            return Ok(());
+        };
+        match head.frame(&mut s.charge) {
+            Ok(()) => {}
+            Err(codec::ReframeError::PairTooLarge(_)) => {
+                self.answer(idx, 431);
+                return Ok(());
+            }
+            Err(codec::ReframeError::Codec(e)) => return perr(e.to_string()),
+        }
+        let head = std::mem::take(head);
+        match length {
+            None | Some(0) => {
+                s.phase = Phase::AwaitStdin {
+                    head,
+                    replayable,
+                    zero: length.is_some(),
+                    deadline: Instant::now() + self.ctx.clients.stdin_timeout,
+                };
+            }
+            Some(n) => self.start(idx, head.finish(false), false, Some(n)),
+        }
+        Ok(())
+    }
+
+    /// Spawns the request's task; `body`: the body bytes still to come
+    /// (None: the head holds the whole request).
+    fn start(&mut self, idx: usize, head: Bytes, replayable: bool, body: Option<u64>) {
+        let slot = &mut self.slots[idx];
+        let (tx, rx) = mpsc::channel(2);
+        let abort = self.down.done.child_token();
+        let job = Job {
+            id: slot.id,
+            keep_conn: slot.keep_conn,
+            head,
+            stdin_done: body.is_none(),
+            replayable,
+            arrived: slot.arrived,
+        };
+        slot.phase = Phase::Running {
+            abort: abort.clone(),
+            body: match body {
+                Some(n) => Body::new(tx, n),
+                None => Body::none(tx),
+            },
+        };
+        let ctx = &self.ctx;
+        ctx.tracker.spawn(exchange::run(
+            job,
+            rx,
+            self.down.clone(),
+            ctx.pool.clone(),
+            ctx.limits.clone(),
+            abort,
+        ));
+    }
+
+    pub(super) fn stdin(&mut self, h: codec::Header, frame: BytesMut) -> Result<(), ProtocolError> {
+        let Some(idx) = self.slot(h.request_id) else {
+            return Ok(());
+        };
+        let len = h.content_len as u64;
+        match &mut self.slots[idx].phase {
+            Phase::Params { .. } => perr("STDIN before the end of PARAMS"),
+            Phase::AwaitStdin {
+                head,
+                replayable,
+                zero,
+                ..
+            } => {
+                if len > 0 {
+                    let status = if *zero { 400 } else { 411 };
+                    self.answer(idx, status);
+                    return Ok(());
+                }
+                let replayable = *replayable;
+                let head = std::mem::take(head).finish(true);
+                self.start(idx, head, replayable, None);
+                Ok(())
+            }
+            Phase::Running { body, .. } => {
+                if body.complete {
+                    return Ok(());
+                }
+                body.last_input = Instant::now();
+                let msg = if len == 0 {
+                    if body.remaining > 0 {
+                        StdinMsg::Bad(400)
+                    } else {
+                        StdinMsg::End(Bytes::from_static(&STDIN_END))
+                    }
+                } else if len > body.remaining {
+                    StdinMsg::Bad(400)
+                } else {
+                    body.remaining -= len;
+                    StdinMsg::Data(for_php_fpm(h, frame))
+                };
+                body.complete = !matches!(msg, StdinMsg::Data(_));
+                body.push(msg);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A STDIN record re-addressed to request id 1, padding dropped (php-fpm
+/// wants content + padding ≤ 65535).
+fn for_php_fpm(h: codec::Header, mut frame: BytesMut) -> Bytes {
+    codec::set_request_id(&mut frame, 1);
+    if h.padding_len != 0 {
+        frame.truncate(HEADER_LEN + h.content_len as usize);
+        frame[6] = 0;
+    }
+    frame.freeze()
+}

@@ -1,0 +1,474 @@
+//! The forward listener against slow, stalled, abusive and half-closing
+//! clients (DESIGN §7 "Clients are bounded"), driven with raw FastCGI
+//! records in front of a real php-fpm.
+
+mod common;
+#[path = "common/fcgi.rs"]
+mod fcgi;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Guard, Project, eventually, free_port};
+use fcgi::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A `key: value` line of /proc/<pid>/status, in KiB.
+fn proc_kib(pid: i32, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim_start_matches(':').split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
+}
+
+fn pairs(ps: &[(&str, &[u8])]) -> Vec<u8> {
+    ps.iter().flat_map(|(n, v)| pair(n, v)).collect()
+}
+
+/// Request id 1 of `c`'s answer, read with a deadline: (response, time).
+fn timed_response(c: &mut Conn, id: u16) -> (Response, Duration) {
+    let t = Instant::now();
+    let r = c.response(id);
+    (r, t.elapsed())
+}
+
+#[test]
+fn get_values_answers_each_known_name_once_in_one_record() {
+    let s = Stack::start(StackOpts::default());
+    let mut c = s.conn();
+    // A huge unknown name next to known ones.
+    let huge = "N".repeat(60_000);
+    let mut q = pair(&huge, b"");
+    q.extend(pair("FCGI_MAX_CONNS", b""));
+    q.extend(pair("FCGI_MPXS_CONNS", b""));
+    let mut wire = record(GET_VALUES, 0, &q, 0);
+    // A known name 3800 times: echoing each would need 68 KB, more than a
+    // record can say (the old `as u16` length desynchronised the client).
+    let q: Vec<u8> = (0..3800).flat_map(|_| pair("FCGI_MAX_REQS", b"")).collect();
+    assert!(q.len() <= 65535);
+    wire.extend(record(GET_VALUES, 0, &q, 0));
+    c.send(&wire);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let r = c.read_record().unwrap();
+        assert_eq!((r.kind, r.id), (GET_VALUES_RESULT, 0));
+        got.push(String::from_utf8_lossy(&r.content).into_owned());
+    }
+    assert_eq!(
+        got[0],
+        "\u{e}\u{4}FCGI_MAX_CONNS1024\u{f}\u{1}FCGI_MPXS_CONNS1"
+    );
+    // The real per-connection cap, not max_connections.
+    assert_eq!(got[1], "\u{d}\u{3}FCGI_MAX_REQS128");
+    // Still in sync.
+    c.send(&request(1, true, &s.get("/index.php", "n=sync"), b""));
+    assert_eq!(c.response(1).body(), "hello sync\n");
+}
+
+#[test]
+fn params_and_stdin_timeouts() {
+    let s = Stack::start(StackOpts {
+        forward_extra: "  params_timeout_ms: 800\n  stdin_timeout_ms: 800\n",
+        ..StackOpts::default()
+    });
+    let docroot = s.docroot();
+
+    // A connection that says nothing is closed after params_timeout.
+    let mut silent = s.conn();
+    silent.set_timeout(Duration::from_secs(5));
+    let t = Instant::now();
+    assert!(silent.closed(), "a silent connection is closed");
+    assert!(
+        (ms(700)..ms(3000)).contains(&t.elapsed()),
+        "{:?}",
+        t.elapsed()
+    );
+
+    let mut c = s.conn();
+    // PARAMS that never end: a local 408, the connection stays usable.
+    let p = s.get("/index.php", "");
+    let mut wire = begin(1, 1, true);
+    wire.extend(record(PARAMS, 1, &p[..10], 0));
+    c.send(&wire);
+    let (r, took) = timed_response(&mut c, 1);
+    assert_eq!(r.status(), 408, "{r:?}");
+    assert!(took >= ms(600) && took < ms(3000), "{took:?}");
+    // A bodyless request whose empty STDIN never comes.
+    let mut wire = begin(2, 1, true);
+    wire.extend(stream(PARAMS, 2, &p));
+    c.send(&wire);
+    assert_eq!(timed_response(&mut c, 2).0.status(), 408);
+    // A body that stops coming: php-fpm's connection is closed, 408.
+    let p = params(
+        &docroot,
+        "/echo.php",
+        "",
+        "POST",
+        &[("CONTENT_LENGTH", "10")],
+    );
+    let mut wire = begin(3, 1, true);
+    wire.extend(stream(PARAMS, 3, &p));
+    wire.extend(record(STDIN, 3, b"abc", 0));
+    c.send(&wire);
+    let (r, took) = timed_response(&mut c, 3);
+    assert_eq!(r.status(), 408, "{r:?}");
+    assert!(took >= ms(600) && took < ms(5000), "{took:?}");
+    // The same connection still serves, and idling between requests is
+    // not a timeout (keep-alive).
+    c.send(&request(4, true, &s.get("/index.php", "n=4"), b""));
+    assert_eq!(c.response(4).body(), "hello 4\n");
+    std::thread::sleep(ms(1500));
+    c.send(&request(5, true, &s.get("/index.php", "n=5"), b""));
+    assert_eq!(c.response(5).body(), "hello 5\n");
+}
+
+/// Distinct bytes for a body, and what PHP's echo.php says about it.
+fn upload(len: usize) -> (Vec<u8>, String) {
+    let body: Vec<u8> = (0..len as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("body");
+    std::fs::write(&f, &body).unwrap();
+    let out = Command::new("sha256sum").arg(&f).output().unwrap();
+    let sha = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    (body, format!("{len} {sha} "))
+}
+
+/// A POST to echo.php with its body in records of `chunk` bytes.
+fn post(docroot: &Path, id: u16, body: &[u8], chunk: usize) -> Vec<u8> {
+    let len = body.len().to_string();
+    let p = params(
+        docroot,
+        "/echo.php",
+        "",
+        "POST",
+        &[("CONTENT_LENGTH", &len)],
+    );
+    let mut wire = begin(id, 1, true);
+    wire.extend(stream(PARAMS, id, &p));
+    for c in body.chunks(chunk) {
+        wire.extend(record(STDIN, id, c, 0));
+    }
+    wire.extend(record(STDIN, id, &[], 0));
+    wire
+}
+
+#[test]
+fn abort_is_answered_at_once_behind_queued_uploads() {
+    let s = Stack::start(StackOpts {
+        children: 1,
+        ..StackOpts::default()
+    });
+    let docroot = s.docroot();
+    // The only child is busy.
+    let mut busy = s.conn();
+    busy.send(&request(1, true, &s.get("/sleep.php", "ms=2500"), b""));
+    std::thread::sleep(ms(300));
+    let (body, said) = upload(100_000);
+
+    // A queued upload (more records than its task's channel holds), then
+    // ABORT for it.
+    let mut a = s.conn();
+    a.send(&post(&docroot, 1, &body, 10_000));
+    std::thread::sleep(ms(200));
+    let t = Instant::now();
+    a.send(&record(ABORT, 1, &[], 0));
+    let r = a.response(1);
+    let took = t.elapsed();
+    assert!(took < ms(100), "ABORT behind a queued upload took {took:?}");
+    assert_eq!((r.end, r.stdout.len()), (Some((0, 0)), 0));
+
+    // Two multiplexed requests, both queued: the first an upload, the
+    // second bodyless; ABORT for the second is answered at once, and the
+    // first is served in full when the child is free.
+    let mut m = s.conn();
+    let mut wire = post(&docroot, 1, &body, 10_000);
+    wire.extend(request(2, true, &s.get("/index.php", "n=2"), b""));
+    m.send(&wire);
+    std::thread::sleep(ms(200));
+    let t = Instant::now();
+    m.send(&record(ABORT, 2, &[], 0));
+    let r = m.response(2);
+    let took = t.elapsed();
+    assert!(
+        took < ms(100),
+        "ABORT of a multiplexed request took {took:?}"
+    );
+    assert_eq!(r.end, Some((0, 0)));
+    assert_eq!(busy.response(1).body(), "slept\n");
+    let r = m.response(1);
+    assert!(r.body().starts_with(&said), "{said} / {}", r.body());
+}
+
+#[test]
+fn a_half_closed_client_still_gets_its_responses() {
+    let s = Stack::start(StackOpts::default());
+    let docroot = s.docroot();
+    let (body, said) = upload(200_000);
+    let mut c = s.conn();
+    let mut wire = request(1, true, &s.get("/sleep.php", "ms=300"), b"");
+    wire.extend(request(2, true, &s.get("/index.php", "n=2"), b""));
+    wire.extend(post(&docroot, 3, &body, 32_768));
+    c.send(&wire);
+    c.shutdown_write();
+    let rs = c.responses(&[1, 2, 3]);
+    assert_eq!(rs[0].body(), "slept\n");
+    assert_eq!(rs[1].body(), "hello 2\n");
+    assert!(rs[2].body().starts_with(&said), "{:?}", rs[2]);
+    assert!(c.closed(), "closed once every response is out");
+
+    // Without KEEP_CONN, as cgi-fcgi does.
+    let mut c = s.conn();
+    c.send(&request(1, false, &s.get("/index.php", "n=once"), b""));
+    c.shutdown_write();
+    assert_eq!(c.response(1).body(), "hello once\n");
+    assert!(c.closed());
+}
+
+/// 200 clients each send BEGIN and 900 KiB of PARAMS (15 records of 60 KB,
+/// one round every 20 ms) and never end them. tqsup buffers at most
+/// `params_buffer_total_bytes` (64 MiB) of them, answers the rest 503 as
+/// they go over, keeps serving ordinary requests, answers the stalled ones
+/// 408 at `params_timeout_ms` and closes them; its peak RSS stays within the
+/// bound README states.
+#[test]
+fn stalled_params_stay_within_the_budgets() {
+    const CLIENTS: usize = 200;
+    let s = Stack::start(StackOpts {
+        forward_extra: "  params_timeout_ms: 4000\n",
+        ..StackOpts::default()
+    });
+    let pid = s.tqsup.pid();
+    let mut warm = s.conn();
+    warm.send(&request(1, true, &s.get("/index.php", "n=warm"), b""));
+    assert_eq!(warm.response(1).body(), "hello warm\n");
+    let base = proc_kib(pid, "VmRSS");
+
+    let value = vec![b'h'; 60_000];
+    let records: Vec<Vec<u8>> = (0..15)
+        .map(|i| record(PARAMS, 1, &pair(&format!("HTTP_X_H{i}"), &value), 0))
+        .collect();
+    let started = Instant::now();
+    let mut conns: Vec<Conn> = (0..CLIENTS)
+        .map(|_| {
+            let mut c = s.conn();
+            c.send(&begin(1, 1, false));
+            c
+        })
+        .collect();
+    let mut open = vec![true; CLIENTS];
+    for r in &records {
+        for (c, open) in conns.iter_mut().zip(&mut open) {
+            // A client answered 503 is closed: its writes fail.
+            *open = *open && c.try_send(r).is_ok();
+        }
+        std::thread::sleep(ms(20));
+    }
+    let sent = started.elapsed();
+    assert!(sent < ms(3500), "sending took {sent:?}, past the timeout");
+
+    // Meanwhile an ordinary request is served.
+    let mut other = s.conn();
+    other.send(&request(1, false, &s.get("/index.php", "n=other"), b""));
+    let r = other.response(1);
+    assert_eq!(r.body(), "hello other\n", "{r:?}");
+    let peak = proc_kib(pid, "VmHWM");
+
+    // Every stalled client is answered (503 at once, or 408 at the
+    // timeout) and closed.
+    let (mut s503, mut s408) = (0, 0);
+    for c in &mut conns {
+        c.set_timeout(Duration::from_secs(10));
+        match c.response(1).status() {
+            503 => s503 += 1,
+            408 => s408 += 1,
+            other => panic!("status {other}"),
+        }
+        assert!(c.closed());
+    }
+    let closed = started.elapsed();
+    assert!(closed < Duration::from_secs(9), "closed after {closed:?}");
+    // 7/8 of 64 MiB holds about 57 of them; the reserve is for ordinary ones.
+    assert!((40..=70).contains(&s408), "408: {s408}, 503: {s503}");
+    assert_eq!(s408 + s503, CLIENTS);
+    let bound = base + 64 * 1024 + CLIENTS as u64 * 192 + 16 * 1024;
+    eprintln!("RSS: base {base} KiB, peak {peak} KiB, bound {bound} KiB; 408: {s408}, 503: {s503}");
+    assert!(
+        peak <= bound,
+        "peak RSS {peak} KiB over {bound} KiB (base {base} KiB)"
+    );
+}
+
+/// tqsup supervising php-fpm (so php-fpm has the internal paths).
+struct Supervised {
+    project: Project,
+    forward: String,
+    _tqsup: Guard,
+}
+
+impl Supervised {
+    fn start() -> Supervised {
+        let project = Project::new();
+        project.write(
+            "public/index.php",
+            "<?php echo 'hello ', $_GET['n'] ?? '', \"\\n\";\n",
+        );
+        std::fs::create_dir(project.join("run")).unwrap();
+        let forward = format!("127.0.0.1:{}", free_port());
+        project.write(
+            "tqsup.yaml",
+            &format!(
+                "php_fpm:\n  document_root: public\n  listen: {}\n  pool: {{ type: static, max_children: 2 }}\n\
+                 forward:\n  listen: \"{forward}\"\nlog: {{ level: info }}\n",
+                project.join("fpm.sock").display(),
+            ),
+        );
+        let tqsup = Guard::spawn(
+            common::tqsup()
+                .args(["run", "-c"])
+                .arg(project.join("tqsup.yaml"))
+                .env("RUNTIME_DIRECTORY", project.join("run"))
+                .current_dir(project.path()),
+            project.join("tqsup.log"),
+        );
+        let s = Supervised {
+            project,
+            forward,
+            _tqsup: tqsup,
+        };
+        let up = eventually(Duration::from_secs(20), || {
+            let mut c = std::net::TcpStream::connect(&s.forward)
+                .ok()
+                .map(Conn::Tcp)?;
+            c.send(&request(1, false, &s.params("/index.php", &[]), b""));
+            (c.response(1).body() == "hello \n").then_some(())
+        });
+        assert!(up.is_some(), "{}", s._tqsup.log_text());
+        s
+    }
+
+    fn docroot(&self) -> PathBuf {
+        self.project.join("public")
+    }
+
+    /// Params for `script_name` with `extra` (SCRIPT_FILENAME under the
+    /// document root).
+    fn params(&self, script_name: &str, extra: &[(&str, &[u8])]) -> Vec<u8> {
+        let filename = format!("{}{script_name}", self.docroot().display());
+        let mut v = pairs(&[
+            ("SCRIPT_FILENAME", filename.as_bytes()),
+            ("SCRIPT_NAME", script_name.as_bytes()),
+            ("REQUEST_METHOD", b"GET"),
+            ("QUERY_STRING", b""),
+            ("GATEWAY_INTERFACE", b"CGI/1.1"),
+            ("SERVER_PROTOCOL", b"HTTP/1.1"),
+        ]);
+        v.extend(pairs(extra));
+        v
+    }
+
+    /// The rendered pool file's `pm.status_path`.
+    fn status_path(&self) -> String {
+        let text = find_text(&self.project.join("run"), "pm.status_path").expect("a pool file");
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("pm.status_path"))
+            .unwrap();
+        let v = line.split_once('=').unwrap().1.trim();
+        v.trim_matches(|c| c == '"' || c == '\'').to_string()
+    }
+}
+
+fn find_text(dir: &Path, needle: &str) -> Option<String> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if let Some(t) = find_text(&p, needle) {
+                return Some(t);
+            }
+        } else if let Ok(t) = std::fs::read_to_string(&p)
+            && t.contains(needle)
+        {
+            return Some(t);
+        }
+    }
+    None
+}
+
+#[test]
+fn the_internal_token_is_refused_in_any_param() {
+    let s = Supervised::start();
+    let status = s.status_path();
+    let ping = status.replace("/status", "/ping");
+    let prefix = status.trim_end_matches("/status").to_string();
+    assert!(prefix.starts_with("/.tqsup-"), "{prefix}");
+    // php-fpm itself does answer it, straight from its socket.
+    let mut direct = Conn::connect(&s.project.join("fpm.sock").display().to_string());
+    direct.send(&request(1, false, &s.params(&status, &[]), b""));
+    assert!(direct.response(1).body().contains("pool:"));
+
+    let translated = format!("{}{status}", s.docroot().display());
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("SCRIPT_NAME status", s.params(&status, &[])),
+        ("SCRIPT_NAME ping", s.params(&ping, &[])),
+        (
+            "SCRIPT_NAME with //",
+            s.params(&format!("/{}", status.replacen("/", "//", 2)), &[]),
+        ),
+        (
+            "REDIRECT_URL + PATH_TRANSLATED",
+            s.params(
+                "/index.php",
+                &[
+                    ("REDIRECT_URL", status.as_bytes()),
+                    ("PATH_TRANSLATED", translated.as_bytes()),
+                ],
+            ),
+        ),
+        (
+            "PATH_INFO",
+            s.params("/index.php", &[("PATH_INFO", status.as_bytes())]),
+        ),
+        (
+            "REQUEST_URI",
+            s.params("/index.php", &[("REQUEST_URI", ping.as_bytes())]),
+        ),
+        (
+            "another param's value",
+            s.params(
+                "/index.php",
+                &[("HTTP_X_ANY", format!("a{prefix}b").as_bytes())],
+            ),
+        ),
+        (
+            "another param's name",
+            s.params("/index.php", &[(&format!("HTTP{prefix}"), b"x")]),
+        ),
+    ];
+    let mut c = Conn::connect(&s.forward);
+    for (i, (name, p)) in cases.iter().enumerate() {
+        let id = i as u16 + 1;
+        c.send(&request(id, true, p, b""));
+        let r = c.response(id);
+        assert_eq!(r.status(), 404, "{name}: {r:?}");
+        let body = r.body();
+        assert!(
+            !body.contains("pool:") && !body.contains("pong") && !body.contains("hello"),
+            "{name}: {body}"
+        );
+    }
+    // Ordinary requests still pass.
+    c.send(&request(99, true, &s.params("/index.php", &[]), b""));
+    assert_eq!(c.response(99).body(), "hello \n");
+}
