@@ -380,7 +380,14 @@ fn dynamic_pool_scales_back_after_a_burst() {
     let light = light.finish();
     let mut v = site.verdict("dynamic_pool_scales_back_after_a_burst");
     v.clean_load("burst of 12 on max_children 6", &burst);
-    v.eq("children at the burst's end", peak, 6);
+    // php-fpm spawns gradually (1, 2, 4… per second), so the burst's end
+    // may find 5 or 6: what matters is that it grew past what it must
+    // shrink back to.
+    v.check(
+        "children grew past max_spare_servers + 1 in the burst",
+        peak >= 5,
+        peak,
+    );
     v.check(
         "children back to <= max_spare_servers + 1 under light load",
         shrunk.is_some(),
