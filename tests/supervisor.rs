@@ -50,9 +50,13 @@ impl Setup {
     }
 
     fn start(&self) -> Guard {
+        self.start_binary(&mut tqsup())
+    }
+
+    /// Starts `tqsup run` from `cmd` (the test's tqsup binary, or a copy).
+    fn start_binary(&self, cmd: &mut std::process::Command) -> Guard {
         Guard::spawn(
-            tqsup()
-                .args(["run", "-c"])
+            cmd.args(["run", "-c"])
                 .arg(self.project.join("tqsup.yaml"))
                 .env("RUNTIME_DIRECTORY", &self.runtime_base)
                 .current_dir(self.project.path()),
@@ -289,6 +293,81 @@ fn php_fpm_does_not_outlive_a_sigkilled_tqsup() {
     }
     g2.signal(Signal::SIGTERM);
     assert_eq!(g2.wait(secs(15)).code(), Some(0));
+}
+
+/// A package upgrade replaces tqsup's binary while it runs; a php-fpm
+/// started after that is still guarded, so a SIGKILLed tqsup leaves no
+/// php-fpm behind.
+#[test]
+fn php_fpm_started_after_the_binary_was_replaced_is_still_guarded() {
+    let s = Setup::new("", "");
+    let bin = s.project.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let exe = bin.join("tqsup");
+    std::fs::copy(env!("CARGO_BIN_EXE_tqsup"), &exe).unwrap();
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.env_remove("TQSUP_CONFIG").env_remove("NOTIFY_SOCKET");
+    let mut g = s.start_binary(&mut cmd);
+    assert!(
+        g.wait_log("php-fpm is ready", secs(15)),
+        "not ready; log:\n{}",
+        g.log_text()
+    );
+    // The upgrade: a new file renamed over the old one (its inode is gone).
+    let new = bin.join("tqsup.new");
+    std::fs::copy(env!("CARGO_BIN_EXE_tqsup"), &new).unwrap();
+    std::fs::rename(&new, &exe).unwrap();
+    assert!(cmdline_exe(g.pid()).ends_with("(deleted)"));
+    // A restart after the upgrade spawns a new php-fpm and its guard.
+    let first = master_of(g.pid()).unwrap();
+    kill(Pid::from_raw(first), Signal::SIGKILL).unwrap();
+    let second = eventually(secs(15), || {
+        master_of(g.pid()).filter(|m| *m != first && s.serving())
+    });
+    assert!(second.is_some(), "not restarted; log:\n{}", g.log_text());
+    assert!(
+        !g.log_text().contains("guard"),
+        "guard trouble; log:\n{}",
+        g.log_text()
+    );
+    let pool = s.pool_pids();
+    assert!(!pool.is_empty());
+    g.signal(Signal::SIGKILL);
+    let _ = g.wait(secs(5));
+    let gone = eventually(secs(5), || pool.iter().all(|p| !alive(*p)).then_some(()));
+    assert!(
+        gone.is_some(),
+        "php-fpm outlived tqsup: {:?}",
+        s.pool_pids()
+    );
+}
+
+/// php-fpm exiting 0 on a SIGQUIT tqsup did not send is a failure: it is
+/// restarted, and tqsup keeps running (DESIGN §6).
+#[test]
+fn a_stray_sigquit_to_php_fpm_is_a_failure_and_restarted() {
+    let s = Setup::new("", "");
+    let mut g = s.start_ready();
+    let master = master_of(g.pid()).unwrap();
+    kill(Pid::from_raw(master), Signal::SIGQUIT).unwrap();
+    let replaced = eventually(secs(15), || {
+        master_of(g.pid()).filter(|m| *m != master && s.serving())
+    });
+    assert!(replaced.is_some(), "not restarted; log:\n{}", g.log_text());
+    assert!(
+        g.log_text().contains("without being asked to"),
+        "{}",
+        g.log_text()
+    );
+    g.signal(Signal::SIGTERM);
+    assert_eq!(g.wait(secs(15)).code(), Some(0));
+}
+
+/// The target of /proc/PID/exe.
+fn cmdline_exe(pid: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 #[test]

@@ -91,11 +91,15 @@ impl PhpFpm {
         if let Some(err) = child.stderr.take() {
             readers.push(tokio::spawn(logs::stream(err, "stderr", logs.clone())));
         }
+        // php-fpm never runs unguarded: without the guard its children
+        // would outlive a SIGKILLed tqsup (holding its sockets and ports).
         let guard = match spawn_guard(pid) {
             Ok(g) => Some(g),
             Err(e) => {
-                tracing::warn!(pid, error = %e, "cannot start the guard process: php-fpm's children may outlive a SIGKILLed tqsup");
-                None
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                return Err(std::io::Error::other(format!(
+                    "cannot start the guard of php-fpm's process group, so php-fpm was stopped: {e}"
+                )));
             }
         };
         Ok(PhpFpm {
@@ -256,9 +260,12 @@ pub fn classify(status: ExitStatus, recent: &[String], endpoint: &Endpoint) -> E
 }
 
 /// Re-executes tqsup as the guard of php-fpm's process group `pgid`.
+///
+/// Through `/proc/self/exe`, not the path tqsup was started from: a package
+/// upgrade replaces that file while tqsup runs (its path then reads
+/// "… (deleted)"), but the magic link still executes the running binary.
 fn spawn_guard(pgid: u32) -> std::io::Result<tokio::process::Child> {
-    let exe = std::env::current_exe()?;
-    tokio::process::Command::new(exe)
+    tokio::process::Command::new("/proc/self/exe")
         .arg("run")
         .env(GUARD_ENV, pgid.to_string())
         .env_remove("NOTIFY_SOCKET")

@@ -154,13 +154,20 @@ pub fn next(policy: &Policy, state: State, event: Event, now: Instant) -> (State
             },
             vec![A::Kill],
         ),
-        (P::Running { .. }, Event::LivenessFailed { reason }) => (
-            P::Replacing {
-                counted: true,
-                reason: format!("php-fpm stopped answering its ping ({reason})"),
-            },
-            vec![A::PublishDown, A::Kill],
-        ),
+        (P::Running { since }, Event::LivenessFailed { reason }) => {
+            // A long stable run that ends in a hang starts the backoff anew,
+            // like one that ends in an exit.
+            if now.saturating_duration_since(since) >= policy.stable_after {
+                s.attempt = 0;
+            }
+            (
+                P::Replacing {
+                    counted: true,
+                    reason: format!("php-fpm stopped answering its ping ({reason})"),
+                },
+                vec![A::PublishDown, A::Kill],
+            )
+        }
         (P::Starting | P::Running { .. }, Event::Restart { reason }) => (
             P::Replacing {
                 counted: false,
@@ -244,20 +251,12 @@ fn after_failure(
             s.phase = phase;
             return (s, actions);
         }
-        ExitKind::Clean => match policy.restart {
-            RestartPolicy::Always => {
-                "php-fpm exited with status 0 (supervisor.restart: always)".to_string()
-            }
-            _ => {
-                let (phase, mut a) = done(
-                    exit::OK,
-                    Some("php-fpm exited with status 0; not restarting (supervisor.restart is not `always`)".into()),
-                );
-                actions.append(&mut a);
-                s.phase = phase;
-                return (s, actions);
-            }
-        },
+        // Only an exit tqsup did not ask for comes here: php-fpm exiting 0
+        // on a SIGQUIT or SIGTERM someone else sent (a stray `pkill`) left
+        // the site down, so it is a failure whatever its status.
+        ExitKind::Clean => {
+            "php-fpm exited with status 0 without being asked to (a SIGQUIT or SIGTERM tqsup did not send?)".to_string()
+        }
         ExitKind::Conflict(m) | ExitKind::Failed(m) => m,
     };
     if policy.restart == RestartPolicy::Never {
@@ -528,15 +527,19 @@ mod tests {
                 (P::Starting, crash(), P::Backoff, restart("exit 1")),
                 (
                     P::Starting,
-                    Event::Exited { exit: ExitKind::Conflict("held by pid 7".into()) },
+                    Event::Exited {
+                        exit: ExitKind::Conflict("held by pid 7".into()),
+                    },
                     P::Backoff,
                     restart("held by pid 7"),
                 ),
                 (
                     P::Starting,
-                    Event::Exited { exit: ExitKind::Clean },
-                    P::Done { code: 0, message: Some("php-fpm exited with status 0; not restarting (supervisor.restart is not `always`)".into()) },
-                    vec![A::Exit { code: 0, message: Some("php-fpm exited with status 0; not restarting (supervisor.restart is not `always`)".into()) }],
+                    Event::Exited {
+                        exit: ExitKind::Clean,
+                    },
+                    P::Backoff,
+                    restart(UNASKED_EXIT),
                 ),
             ],
         );
@@ -549,7 +552,7 @@ mod tests {
                     exit: ExitKind::Clean,
                 },
                 P::Backoff,
-                restart("php-fpm exited with status 0 (supervisor.restart: always)"),
+                restart(UNASKED_EXIT),
             )],
         );
         check(
@@ -582,6 +585,32 @@ mod tests {
         assert_eq!(s.phase, P::Backoff);
         assert_eq!(a[0], A::PublishDown);
         assert_eq!(a[2], A::Backoff { attempt: 0 });
+    }
+
+    const UNASKED_EXIT: &str = "php-fpm exited with status 0 without being asked to (a SIGQUIT or SIGTERM tqsup did not send?)";
+
+    #[test]
+    fn a_hang_after_a_stable_run_resets_the_backoff() {
+        let p = Policy {
+            max_restarts: 0,
+            ..policy(RestartPolicy::OnFailure)
+        };
+        let t0 = Instant::now();
+        let hang = || Event::LivenessFailed {
+            reason: "timeout".into(),
+        };
+        let s = State {
+            phase: P::Running { since: t0 },
+            attempt: 5,
+            restarts: VecDeque::new(),
+        };
+        // A short run that hangs keeps the exponent…
+        let (short, _) = next(&p, s.clone(), hang(), t0 + ms(500));
+        assert_eq!(short.attempt, 5);
+        // …a stable one starts over: the kill's exit backs off from 0.
+        let (s, _) = next(&p, s, hang(), t0 + ms(10_000));
+        let (_, a) = next(&p, s, crash(), t0 + ms(10_010));
+        assert!(a.contains(&A::Backoff { attempt: 0 }), "{a:?}");
     }
 
     #[test]
