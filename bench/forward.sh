@@ -60,7 +60,7 @@ HZ=$(getconf CLK_TCK)
 echo "== versions"
 nginx -v 2>&1
 "$FPM" -v 2>&1 | head -1
-"$TQSUP" --version 2>/dev/null || echo "tqsup: $TQSUP (no --version)"
+"$TQSUP" --version 2>/dev/null | head -1 || echo "tqsup: $TQSUP (no --version)"
 wrk --version 2>&1 | head -1
 echo "$(nproc) cores, CHILDREN=$CHILDREN, wrk -t2 -c$C -d${D}s, rounds=$R, CLK_TCK=$HZ, php-fpm binary $FPM"
 
@@ -84,7 +84,7 @@ cleanup() {
 }
 FPM_PGIDS=()
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'echo "forward.sh: interrupted, cleaning up" >&2; exit 130' INT TERM
 
 chmod 755 "$W"; mkdir -p "$W/public" "$W/run"
 echo '<?php echo "Hello, World!\n";' > "$W/public/hello.php"
@@ -213,6 +213,13 @@ for s in "${SCEN[@]}"; do
   printf '  %-11s ok  nginx 127.0.0.1:%-5s -> %s\n' "$s" "${PORT[$s]}" "${UPSTREAM[$s]}"
 done
 
+# Log lines from here on are the measurement's (the wait above may have logged
+# refused connects while a php-fpm was still starting).
+lines() { local n; n=$(grep -c . "$1" 2>/dev/null); echo "${n:-0}"; }
+declare -A LOG0
+for f in "$W/run/nginx.err" "$W/tqsup-unix/tqsup.log" "$W/tqsup-tcp/tqsup.log"; do LOG0[$f]=$(lines "$f"); done
+new_lines() { tail -n +$(( ${LOG0[$1]} + 1 )) "$1" 2>/dev/null; }
+
 # ---- CPU accounting
 stat_ticks() { # utime+stime of one pid (the main pid of a process covers all its threads)
   local s
@@ -252,8 +259,10 @@ to_ms() { # wrk latency (850.00us, 12.3ms, 1.02s, 2.00m) -> ms
   awk -v v="$1" 'BEGIN{ if (v ~ /us$/) printf "%.3f", v/1000; else if (v ~ /ms$/) printf "%.3f", v+0;
     else if (v ~ /m$/) printf "%.3f", v*60000; else if (v ~ /s$/) printf "%.3f", v*1000; else print "nan" }'
 }
-median() { printf '%s\n' "$@" | grep -v nan | sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print "nan"; exit}
-  if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+median() { # format values... (middle value, or mean of the two middle ones)
+  local f=$1; shift
+  printf '%s\n' "$@" | grep -v nan | sort -g | awk -v f="$f" '{a[NR]=$1} END{ if (NR==0) {print "nan"; exit}
+  printf f "\n", (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2 }'; }
 
 declare -A RPS P99 CPU_TQ CPU_NG CPU_FPM
 run() { # scenario [warmup-seconds]
@@ -304,11 +313,11 @@ echo "== medians over $R rounds (c=$C, ${D}s, CHILDREN=$CHILDREN)"
 printf "  %-11s %9s %10s   %s\n" scenario "req/s" "p99 ms" "cpu µs/req: tqsup nginx php-fpm (total)"
 declare -A MED
 for s in "${SCEN[@]}"; do
-  MED[$s]=$(median ${RPS[$s]})
-  mt=$(median ${CPU_TQ[$s]//-/}); mn=$(median ${CPU_NG[$s]}); mf=$(median ${CPU_FPM[$s]})
+  MED[$s]=$(median %.2f ${RPS[$s]})
+  mt=$(median %.1f ${CPU_TQ[$s]//-/}); mn=$(median %.1f ${CPU_NG[$s]}); mf=$(median %.1f ${CPU_FPM[$s]})
   case $s in direct-*) mt=- ;; esac
   tot=$(awk -v a="$mt" -v b="$mn" -v c="$mf" 'BEGIN{printf "%.1f", (a=="-"?0:a)+b+c}')
-  printf "  %-11s %9s %10s   %17s %5s %7s (%s)\n" "$s" "${MED[$s]}" "$(median ${P99[$s]})" "$mt" "$mn" "$mf" "$tot"
+  printf "  %-11s %9s %10s   %17s %5s %7s (%s)\n" "$s" "${MED[$s]}" "$(median %.2f ${P99[$s]})" "$mt" "$mn" "$mf" "$tot"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a>0) printf "%.2f", b/a; else print "nan" }'; }
 echo "  ratio tqsup-unix/direct-unix = $(ratio "${MED[direct-unix]}" "${MED[tqsup-unix]}")"
@@ -320,10 +329,8 @@ for s in tqsup-unix tqsup-tcp; do
   st=$(grep -E 'VmHWM|Threads' /proc/"${TQ_PID[$s]}"/status 2>/dev/null | tr -s ' \t' ' ' | paste -sd' ')
   echo "  $s: pid ${TQ_PID[$s]} $st"
 done
-n=$(grep -c . "$W/run/nginx.err" 2>/dev/null); n=${n:-0}
-[ "$n" -gt 0 ] && ODD="${ODD}  nginx error log: $n lines, last: $(tail -1 "$W/run/nginx.err")"$'\n'
-for s in tqsup-unix tqsup-tcp; do
-  n=$(grep -c . "$W/$s/tqsup.log" 2>/dev/null); n=${n:-0}
-  [ "$n" -gt 0 ] && ODD="${ODD}  $s log ($n lines, level warn): $(tail -1 "$W/$s/tqsup.log")"$'\n'
+for f in "$W/run/nginx.err" "$W/tqsup-unix/tqsup.log" "$W/tqsup-tcp/tqsup.log"; do
+  n=$(new_lines "$f" | grep -c .)
+  [ "$n" -gt 0 ] && ODD="${ODD}  ${f#$W/}: $n new lines, last: $(new_lines "$f" | tail -1)"$'\n'
 done
 if [ -n "$ODD" ]; then echo "== anything odd"; printf '%s' "$ODD"; else echo "== nothing odd (no socket errors, no non-2xx, empty error logs)"; fi
