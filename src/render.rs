@@ -177,12 +177,36 @@ pub fn render_instance(
     instance: u64,
 ) -> anyhow::Result<RenderedFiles> {
     let php = &config.php_fpm;
+    check_dir(dir)?;
     let (socket, status_socket) = socket_files(instance);
     let endpoint = php
         .listen
         .clone()
         .unwrap_or_else(|| Endpoint::Unix(dir.join(socket)));
     let status = Endpoint::Unix(dir.join(status_socket));
+    for e in [&endpoint, &status] {
+        if let Endpoint::Unix(p) = e
+            && p.starts_with(dir)
+            && let Some(why) = crate::config::socket_path_problem(p)
+        {
+            return Err(crate::exit::Fatal::new(
+                crate::exit::CONFIG,
+                format!(
+                    "{why} (php-fpm would bind a truncated path outside {}); fix: use a shorter dev.config_dir (dev mode) or point RUNTIME_DIRECTORY or XDG_RUNTIME_DIR at a shorter directory",
+                    dir.display()
+                ),
+            )
+            .into());
+        }
+    }
+    for (k, v) in std::env::vars() {
+        if k.starts_with("PHP_") && v.starts_with('$') && !php.env.contains_key(&k) {
+            tracing::warn!(
+                variable = %k,
+                "not passed to the pool: its value starts with `$`, which php-fpm's env[] reads as the name of another variable"
+            );
+        }
+    }
     let pool = &php.pool;
     let mut settings: BTreeMap<String, SettingView> = php
         .settings
@@ -247,6 +271,21 @@ pub fn render_instance(
         endpoint,
         status,
     })
+}
+
+/// A directory php-fpm's `include` glob can name: no glob characters.
+fn check_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.to_string_lossy().contains(['*', '?', '[']) {
+        return Err(crate::exit::Fatal::new(
+            crate::exit::CONFIG,
+            format!(
+                "the directory {} contains a glob character (`*`, `?` or `[`), which php-fpm's include= would read as a pattern; fix: use a path without them for dev.config_dir (dev mode), RUNTIME_DIRECTORY or XDG_RUNTIME_DIR",
+                dir.display()
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 fn ensure_newline(mut s: String) -> String {

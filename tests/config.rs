@@ -320,3 +320,32 @@ fn print_cmd_starts_a_php_fpm_that_answers_cgi_fcgi() {
         fpm.log_text()
     );
 }
+
+/// A deep project: the runtime sockets would pass the kernel's 107 bytes
+/// (php-fpm silently truncates them and binds elsewhere): a clear exit 78.
+#[test]
+fn socket_paths_too_long_for_the_kernel_exit_78_naming_the_fix() {
+    let deep = format!(".tqserver/{}", "d".repeat(110));
+    let p = project_with(&format!("dev:\n  config_dir: {deep}\n"));
+    let o = tq(&["print-cmd"], p.path());
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the kernel takes at most 107") && err.contains("dev.config_dir"),
+        "{err}"
+    );
+}
+
+/// php-fpm's include= is a glob: a directory with `[` in its name would be
+/// misread, so it is refused up front.
+#[test]
+fn a_config_dir_with_glob_characters_exits_78() {
+    let p = project_with("dev:\n  config_dir: \".tq[1]\"\n");
+    let o = tq(&["print-cmd"], p.path());
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("glob character"),
+        "{}",
+        text(&o)
+    );
+}

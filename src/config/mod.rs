@@ -14,7 +14,7 @@ use serde_json::Value;
 
 pub use model::*;
 pub use problem::{ConfigError, Problem};
-pub use validate::{normalize, parse_endpoint};
+pub use validate::{MAX_SOCKET_PATH, normalize, parse_endpoint, socket_path_problem};
 
 /// Where to look for a config when `-c` is absent, in order (DESIGN §3).
 pub fn discovery_candidates(env_config: Option<&str>) -> Vec<PathBuf> {

@@ -257,3 +257,32 @@ fn client_limits_have_defaults_and_are_checked() {
     );
     assert_eq!(keys(&ps), ["forward.params_buffer_total_bytes"]);
 }
+
+#[test]
+fn env_values_starting_with_a_dollar_are_refused() {
+    // php-fpm would replace "$3cr3t" by its master's variable `3cr3t`.
+    let ps = problems("t.yaml", "php_fpm:\n  env:\n    DB_PASSWORD: \"$3cr3t\"\n");
+    assert_eq!(keys(&ps), ["php_fpm.env.DB_PASSWORD"]);
+    assert!(ps[0].message.contains("starts with `$`"), "{ps:?}");
+    // …and such PHP_* variables of tqsup's environment are left out.
+    let (c, _) = load_text("t.yaml", "", &[("PHP_SECRET", "$x"), ("PHP_OK", "y")]).unwrap();
+    assert!(!c.php_fpm.env.contains_key("PHP_SECRET"));
+    assert_eq!(c.php_fpm.env.get("PHP_OK").map(String::as_str), Some("y"));
+}
+
+#[test]
+fn socket_paths_over_the_kernel_limit_are_refused() {
+    let long = format!("/run/{}/fcgi.sock", "d".repeat(100));
+    let ps = problems(
+        "t.yaml",
+        &format!("php_fpm:\n  listen: {long}\nforward:\n  listen: {long}\n"),
+    );
+    assert_eq!(keys(&ps), ["php_fpm.listen", "forward.listen"]);
+    assert!(ps[0].message.contains("at most 107"), "{ps:?}");
+}
+
+#[test]
+fn a_pool_named_global_is_refused() {
+    let ps = problems("t.yaml", "php_fpm:\n  pool:\n    name: global\n");
+    assert_eq!(keys(&ps), ["php_fpm.pool.name"]);
+}

@@ -298,8 +298,32 @@ pub fn validate(
     }
 }
 
+/// The longest unix socket path the kernel takes (`sun_path` is 108 bytes
+/// with its NUL): a longer one is silently truncated by php-fpm and fails
+/// to bind or connect elsewhere.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Why a unix socket path cannot be used, if it cannot.
+pub fn socket_path_problem(p: &Path) -> Option<String> {
+    let len = p.as_os_str().len();
+    (len > MAX_SOCKET_PATH).then(|| {
+        format!(
+            "the socket path {} is {len} bytes; the kernel takes at most {MAX_SOCKET_PATH}",
+            p.display()
+        )
+    })
+}
+
 fn endpoint(c: &mut Checker, key: &str, s: &str) -> Option<Endpoint> {
     match parse_endpoint(c.ctx.base_dir, s) {
+        Ok(Endpoint::Unix(p)) if socket_path_problem(&p).is_some() => {
+            c.problem(
+                key,
+                socket_path_problem(&p).unwrap_or_default(),
+                "use a shorter path, e.g. under /run",
+            );
+            None
+        }
         Ok(e) => Some(e),
         Err(why) => {
             c.problem(
@@ -495,8 +519,15 @@ fn env(c: &mut Checker, field: &Field<BTreeMap<String, Scalar>>) -> BTreeMap<Str
         "a mapping of variable names to values",
     );
     let mut out: BTreeMap<String, String> = BTreeMap::new();
+    // A value starting with `$` is read by php-fpm as the name of one of
+    // its master's environment variables, so it cannot be passed through
+    // `env[]`: such PHP_* variables are left out (and `render` warns).
     for (k, v) in c.ctx.environment {
-        if k.starts_with("PHP_") && !v.chars().any(|ch| ch.is_control()) && valid_env_name(k) {
+        if k.starts_with("PHP_")
+            && !v.chars().any(|ch| ch.is_control())
+            && !v.starts_with('$')
+            && valid_env_name(k)
+        {
             out.insert(k.clone(), v.clone());
         }
     }
@@ -513,6 +544,14 @@ fn env(c: &mut Checker, field: &Field<BTreeMap<String, Scalar>>) -> BTreeMap<Str
             Scalar::Bool(b) => if b { "1" } else { "0" }.to_string(),
             other => scalar_text(&other),
         };
+        if value.starts_with('$') {
+            c.problem(
+                &format!("php_fpm.env.{k}"),
+                "starts with `$`, which php-fpm reads as the name of its master's environment variable (the value would reach PHP as that variable's value, usually empty)",
+                "php-fpm's env[] cannot carry a value starting with `$`: change the value, or pass it another way (a file the application reads)",
+            );
+            continue;
+        }
         out.insert(k, value);
     }
     out
@@ -538,6 +577,12 @@ fn pool(c: &mut Checker, field: &Field<RawPool>) -> Pool {
             "php_fpm.pool.name",
             format!("`{name}` has characters php-fpm does not allow in a pool name"),
             "use letters, digits, `_`, `.` and `-` only",
+        );
+    } else if name.eq_ignore_ascii_case("global") {
+        c.problem(
+            "php_fpm.pool.name",
+            "`global` is php-fpm's own section ([global]), not a pool",
+            "choose another name, e.g. www",
         );
     }
     let kind = match c
