@@ -363,6 +363,73 @@ fn a_stray_sigquit_to_php_fpm_is_a_failure_and_restarted() {
     assert_eq!(g.wait(secs(15)).code(), Some(0));
 }
 
+/// Stale-directory cleanup in a shared temp dir (no RUNTIME_DIRECTORY nor
+/// XDG_RUNTIME_DIR: `$TMPDIR`, here a private base standing in for /tmp)
+/// trusts nothing there: a marker linked to /dev/zero or made a FIFO is
+/// never read or waited on, and a live tqsup running under another name
+/// keeps its directory.
+#[test]
+fn a_hostile_shared_temp_dir_is_not_trusted() {
+    let base = tempfile::tempdir().unwrap();
+    let zero = base.path().join("tqsup-run-zero");
+    std::fs::create_dir(&zero).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", zero.join("tqsup.pid")).unwrap();
+    let fifo = base.path().join("tqsup-run-fifo");
+    std::fs::create_dir(&fifo).unwrap();
+    nix::unistd::mkfifo(&fifo.join("tqsup.pid"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let in_shared_tmp = |s: &Setup, cmd: &mut std::process::Command| {
+        Guard::spawn(
+            cmd.args(["run", "-c"])
+                .arg(s.project.join("tqsup.yaml"))
+                .env_remove("RUNTIME_DIRECTORY")
+                .env_remove("XDG_RUNTIME_DIR")
+                .env("TMPDIR", base.path())
+                .current_dir(s.project.path()),
+            s.project.join("tqsup.log"),
+        )
+    };
+    // A live tqsup under another name.
+    let other = Setup::new("", "");
+    let renamed = other.project.join("not-tq");
+    std::fs::copy(env!("CARGO_BIN_EXE_tqsup"), &renamed).unwrap();
+    let g1 = in_shared_tmp(&other, &mut std::process::Command::new(&renamed));
+    assert!(
+        g1.wait_log("php-fpm is ready", secs(15)),
+        "{}",
+        g1.log_text()
+    );
+    let theirs: Vec<PathBuf> = std::fs::read_dir(base.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p != &zero && p != &fifo)
+        .collect();
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+
+    let s = Setup::new("", "");
+    let t0 = Instant::now();
+    let g2 = in_shared_tmp(&s, &mut tqsup());
+    assert!(
+        g2.wait_log("php-fpm is ready", secs(15)),
+        "not ready; log:\n{}",
+        g2.log_text()
+    );
+    assert!(t0.elapsed() < secs(10), "startup waited on a marker");
+    let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{}/status", g2.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(
+        rss_kb < 200_000,
+        "tqsup read a hostile marker: VmHWM {rss_kb} kB"
+    );
+    assert!(zero.join("tqsup.pid").is_symlink() && fifo.exists());
+    assert!(theirs[0].exists(), "a live tqsup's runtime dir was removed");
+    assert!(other.serving(), "the live tqsup was disturbed");
+}
+
 /// The target of /proc/PID/exe.
 fn cmdline_exe(pid: i32) -> String {
     std::fs::read_link(format!("/proc/{pid}/exe"))

@@ -1,5 +1,6 @@
 //! Validate, then apply (DESIGN §6): a reload re-reads the config, renders
-//! it into a fresh sibling directory, has php-fpm test it there, and only
+//! it into a fresh staging directory (inside the running one), has php-fpm
+//! test it there, and only
 //! then writes the same file set into the running directory.
 
 use std::ffi::OsString;
