@@ -231,7 +231,14 @@ pub fn classify(status: ExitStatus, recent: &[String], endpoint: &Endpoint) -> E
     if status.success() {
         return ExitKind::Clean;
     }
-    let text = recent.join("\n");
+    // Only php-fpm's own lines explain its exit: a PHP script can write
+    // anything to stderr.
+    let own: Vec<&str> = recent
+        .iter()
+        .map(String::as_str)
+        .filter(|l| super::logs::is_master_line(l))
+        .collect();
+    let text = own.join("\n");
     let complaint = crate::phpfpm_test::complaint(&text, status);
     let lower = text.to_ascii_lowercase();
     let conflict = status.code() == Some(70)
@@ -322,19 +329,30 @@ mod tests {
     fn exits_are_classified() {
         let ep = Endpoint::Unix("/nonexistent/tqsup-test.sock".into());
         assert_eq!(classify(exit(0), &[], &ep), ExitKind::Clean);
-        let rejected = vec!["[d] ERROR: [pool www] cannot get uid for user 'nobody2'".to_string()];
+        let rejected = vec![
+            "[30-Nov-2026 01:38:15] ERROR: [pool www] cannot get uid for user 'nobody2'"
+                .to_string(),
+        ];
         assert_eq!(
             classify(exit(78), &rejected, &ep),
             ExitKind::Config("ERROR: [pool www] cannot get uid for user 'nobody2'".into())
         );
-        let conflict =
-            vec!["[d] ERROR: Another FPM instance seems to already listen on /x.sock".to_string()];
+        let conflict = vec![
+            "[30-Nov-2026 01:38:15] ERROR: Another FPM instance seems to already listen on /x.sock"
+                .to_string(),
+        ];
         assert!(
             matches!(classify(exit(78), &conflict, &ep), ExitKind::Conflict(m) if m.contains("Another FPM instance"))
         );
         assert!(matches!(
             classify(exit(70), &[], &ep),
             ExitKind::Conflict(_)
+        ));
+        // A PHP script writing php-fpm's words is not php-fpm.
+        let forged = vec!["PHP says: Address already in use".to_string()];
+        assert!(matches!(
+            classify(exit(1), &forged, &ep),
+            ExitKind::Failed(_)
         ));
         assert!(
             matches!(classify(exit(1), &[], &ep), ExitKind::Failed(m) if m.contains("status 1"))
