@@ -177,6 +177,12 @@ async fn run_inner(ctx: ReloadCtx) -> anyhow::Result<ReloadDone> {
     let candidate = prepare(&ctx.path, &ctx.dir, &ctx.paths, ctx.dev).await?;
     let new = candidate.generation();
     let old = &ctx.running;
+    for key in restart_only_changes(&old.config, &new.config) {
+        tracing::warn!(
+            key,
+            "{key} changed: a reload cannot apply it; restart tqsup for it to take effect"
+        );
+    }
     if super::owns_endpoint(&new.config) {
         let mut generation = candidate.into_generation();
         generation.write_instance(&ctx.paths, ctx.dev, ctx.instance)?;
@@ -217,6 +223,43 @@ async fn run_inner(ctx: ReloadCtx) -> anyhow::Result<ReloadDone> {
     Ok(ReloadDone::Signal { generation })
 }
 
+/// The keys that differ between `old` and `new` but that a reload cannot
+/// apply: the forward listener, the admin endpoint, logging and dev mode
+/// are set up once when tqsup starts. Logged at each reload, so no change
+/// is silently ignored.
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    macro_rules! compare {
+        ($($key:literal => $($field:ident).+),* $(,)?) => {
+            $( if old.$($field).+ != new.$($field).+ { out.push($key); } )*
+        };
+    }
+    compare!(
+        "forward.enabled" => forward.enabled,
+        "forward.listen" => forward.listen,
+        "forward.socket_mode" => forward.socket_mode,
+        "forward.max_connections" => forward.max_connections,
+        "forward.queue_timeout_ms" => forward.queue_timeout,
+        "forward.retry_idempotent" => forward.retry_idempotent,
+        "forward.params_timeout_ms" => forward.params_timeout,
+        "forward.stdin_timeout_ms" => forward.stdin_timeout,
+        "forward.params_buffer_bytes" => forward.params_buffer,
+        "forward.params_buffer_total_bytes" => forward.params_buffer_total,
+        "forward.health.open_ms" => forward.health.open,
+        "php_fpm.connect_timeout_ms" => php_fpm.connect_timeout,
+        "php_fpm.request_timeout_ms" => php_fpm.request_timeout,
+        "php_fpm.read_timeout_ms" => php_fpm.read_timeout,
+        "php_fpm.write_timeout_ms" => php_fpm.write_timeout,
+        "admin.listen" => admin.listen,
+        "log.format" => log.format,
+        "log.level" => log.level,
+        "dev.http_listen" => dev.http_listen,
+        "dev.watch" => dev.watch,
+        "dev.hooks" => dev.hooks,
+    );
+    out
+}
+
 /// Logs why a reload was refused: every config problem on its own line,
 /// naming its key.
 pub fn log_refusal(err: &anyhow::Error) {
@@ -229,4 +272,32 @@ pub fn log_refusal(err: &anyhow::Error) {
         tracing::error!(key = %p.key, fix = %p.fix, "reload refused: {}: {}", p.key, p.message);
     }
     tracing::error!("reload refused; php-fpm keeps serving the previous config: {err:#}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_a_reload_cannot_apply_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("public")).unwrap();
+        let load = |text: &str| {
+            let path = dir.path().join("tqsup.yaml");
+            std::fs::write(&path, text).unwrap();
+            config::load(&path).unwrap().0
+        };
+        let old = load("forward:\n  listen: 127.0.0.1:9000\n");
+        let same = load(
+            "forward:\n  listen: 127.0.0.1:9000\nphp_fpm:\n  pool:\n    max_children: 9\n    max_spare_servers: 3\n",
+        );
+        assert!(restart_only_changes(&old, &same).is_empty());
+        let new = load(
+            "forward:\n  listen: 127.0.0.1:9001\n  queue_timeout_ms: 1\nlog:\n  level: debug\n",
+        );
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            ["forward.listen", "forward.queue_timeout_ms", "log.level"]
+        );
+    }
 }
