@@ -186,6 +186,9 @@ async fn prepare(
     if let Some(note) = &identity.note {
         tracing::info!("{note}");
     }
+    for w in render::identity_warnings(config, &identity) {
+        tracing::warn!("{w}");
+    }
     let runtime = if dev {
         RuntimeDir::kept(&config.dev.config_dir)?
     } else {

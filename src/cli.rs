@@ -196,6 +196,7 @@ fn render_cmd(explicit: Option<&Path>, out: Option<PathBuf>) -> anyhow::Result<u
     let identity = render::resolve_identity(&config, false);
     match out {
         Some(out) => {
+            refuse_foreign_dir(&out)?;
             let dir = private_dir(&out)?;
             let files = render::render(&config, &stable_paths(&config), &identity, &dir, false)?;
             for p in files.write()? {
@@ -212,6 +213,30 @@ fn render_cmd(explicit: Option<&Path>, out: Option<PathBuf>) -> anyhow::Result<u
         }
     }
     Ok(exit::OK)
+}
+
+/// `render --out` makes its directory 0700: never do that to a directory
+/// with someone's files in it, only to a new, empty or tqsup-rendered one.
+fn refuse_foreign_dir(out: &Path) -> anyhow::Result<()> {
+    let Ok(mut entries) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    let ours = std::fs::read_to_string(out.join(render::MAIN_FILE))
+        .is_ok_and(|t| t.starts_with("; php-fpm.conf rendered by tqsup."));
+    if ours {
+        return Ok(());
+    }
+    Err(exit::Fatal::new(
+        exit::USAGE,
+        format!(
+            "render --out {}: the directory has files tqsup did not render (it would be made 0700 and written into); fix: name a new or empty directory",
+            out.display()
+        ),
+    )
+    .into())
 }
 
 fn check(explicit: Option<&Path>) -> anyhow::Result<u8> {
@@ -243,6 +268,9 @@ fn check(explicit: Option<&Path>) -> anyhow::Result<u8> {
         Ok(()) => {}
         Err(crate::phpfpm_test::TestError::Rejected(r)) => return Err(r.into()),
         Err(e) => return Err(e.into()),
+    }
+    for w in render::identity_warnings(&config, &identity) {
+        eprintln!("warning: {w}");
     }
     let source = config
         .source

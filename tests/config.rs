@@ -349,3 +349,50 @@ fn a_config_dir_with_glob_characters_exits_78() {
         text(&o)
     );
 }
+
+/// A document root the pool user cannot read passes php-fpm -t, then every
+/// request is "File not found": `check` warns, naming the directory.
+#[test]
+fn check_warns_when_the_pool_user_cannot_read_the_document_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (the pool runs as www-data only then)");
+        return;
+    }
+    let p = project_with("php_fpm:\n  user: www-data\n  group: www-data\n");
+    common::set_mode(&p.join("public"), 0o700);
+    let o = tq(&["check"], p.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning: the pool user www-data cannot read the document root")
+            && err.contains("public"),
+        "{err}"
+    );
+    common::set_mode(&p.join("public"), 0o755);
+    let o = tq(&["check"], p.path());
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("cannot read"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// `render --out` never chmods or writes into a directory of someone
+/// else's files; it re-renders into its own.
+#[test]
+fn render_out_refuses_a_directory_it_did_not_make() {
+    let p = project_with("");
+    let foreign = p.join("etc");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("keep.txt"), "mine").unwrap();
+    common::set_mode(&foreign, 0o755);
+    let o = tq(&["render", "--out", foreign.to_str().unwrap()], p.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(mode_of(&foreign), 0o755);
+    assert!(!foreign.join("php-fpm.conf").exists());
+    let own = p.join("rendered");
+    for _ in 0..2 {
+        let o = tq(&["render", "--out", own.to_str().unwrap()], p.path());
+        assert!(o.status.success(), "{}", text(&o));
+    }
+}
