@@ -80,7 +80,7 @@ pub fn complaint(output: &str, status: std::process::ExitStatus) -> String {
             .filter(|l| !l.is_empty())
             .collect();
         if all.is_empty() {
-            return format!("php-fpm -t exited with {status}");
+            return format!("php-fpm exited with {status}");
         }
         return all.join(" | ");
     }

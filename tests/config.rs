@@ -396,3 +396,13 @@ fn render_out_refuses_a_directory_it_did_not_make() {
         assert!(o.status.success(), "{}", text(&o));
     }
 }
+
+/// Errors are one line with their cause chain, each cause once.
+#[test]
+fn a_missing_config_file_names_its_cause_once() {
+    let p = project_with("");
+    let o = tq(&["check", "-c", "/nonexistent/tqsup.yaml"], p.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

@@ -25,7 +25,7 @@ impl fmt::Display for Problem {
 /// operator pointed at a config that is not there).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read config: {source}", file.display())]
+    #[error("{}: cannot read config", file.display())]
     Read {
         file: PathBuf,
         #[source]

@@ -27,8 +27,13 @@ pub fn find(endpoint: &Endpoint) -> Option<(u32, String)> {
         return None;
     }
     let pid = pid_with_socket(&inodes)?;
-    let name = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.replace('\0', " ").trim().to_string())
+    // Any process may put anything in its command line: it goes into a
+    // one-line error, so control characters (newlines) are escaped.
+    let name = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let text = String::from_utf8_lossy(&c).replace('\0', " ");
+            super::logs::escape_controls(text.trim()).into_owned()
+        })
         .ok()
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| "?".into());
