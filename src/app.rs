@@ -184,7 +184,12 @@ async fn prepare(
     let binary = cli::find_binary(config)?;
     let identity = render::resolve_identity(config, dev);
     if let Some(note) = &identity.note {
-        tracing::info!("{note}");
+        if identity.allow_root {
+            // The pool runs PHP as root: worth a warning (DESIGN §4).
+            tracing::warn!("{note}");
+        } else {
+            tracing::info!("{note}");
+        }
     }
     for w in render::identity_warnings(config, &identity) {
         tracing::warn!("{w}");
