@@ -97,8 +97,6 @@ pub struct Supervisor {
     /// One liveness probe in flight.
     probe: Option<BoxFuture<Result<(), probe::ProbeError>>>,
     liveness: Interval,
-    /// Consecutive failed liveness probes.
-    failures: u32,
     /// Responses completed when liveness was last judged: responses that
     /// keep completing are evidence of life, whatever a probe says.
     seen_completed: u64,
@@ -108,8 +106,6 @@ pub struct Supervisor {
     generation: u64,
     /// READY=1 has been sent to systemd.
     notified_ready: bool,
-    /// Why the coming restart happens, for the restarts metric's label.
-    restart_cause: &'static str,
     /// The reload in progress, if any.
     reload: Option<BoxFuture<ReloadDone>>,
     /// Reload requests that arrived during a reload or a start: one more
@@ -130,7 +126,7 @@ impl Supervisor {
         let backoff = Backoff::try_new(s.backoff_initial, s.backoff_max, Backoff::JITTER)?;
         let liveness = liveness_interval(&setup.generation.config);
         Ok(Supervisor {
-            policy: Policy::from_config(s),
+            policy: Policy::from_config(&setup.generation.config),
             backoff,
             setup,
             state: State::default(),
@@ -144,12 +140,10 @@ impl Supervisor {
             ready: None,
             probe: None,
             liveness,
-            failures: 0,
             seen_completed: 0,
             waiting: None,
             generation: 0,
             notified_ready: false,
-            restart_cause: "exit",
             reload: None,
             reload_pending: None,
             retiring: TaskTracker::new(),
@@ -163,9 +157,6 @@ impl Supervisor {
         let mut stop_seen = false;
         loop {
             while let Some(event) = events.pop_front() {
-                if let Some(cause) = restart_cause(&self.state.phase, &event) {
-                    self.restart_cause = cause;
-                }
                 let state = std::mem::take(&mut self.state);
                 let (state, actions) = state::next(&self.policy, state, event, Instant::now());
                 self.state = state;
@@ -206,9 +197,7 @@ impl Supervisor {
                 }
                 result = maybe(&mut self.probe) => {
                     self.probe = None;
-                    if let Some(e) = self.liveness_result(result) {
-                        events.push_back(e);
-                    }
+                    events.push_back(self.probe_event(result));
                 }
                 _ = maybe(&mut self.waiting) => {
                     self.waiting = None;
@@ -288,10 +277,7 @@ impl Supervisor {
                 let within = g.config.supervisor.ready_timeout;
                 self.ready = Some(Box::pin(wait_ready(endpoint, path, within)));
             }
-            Action::PublishReady => {
-                self.failures = 0;
-                self.publish_ready();
-            }
+            Action::PublishReady => self.publish_ready(),
             Action::PublishDown => {
                 metrics::global().php_fpm_up.set(0);
                 self.publish(PhpFpmState::Restarting);
@@ -333,9 +319,27 @@ impl Supervisor {
                 );
                 self.waiting = Some(Box::pin(tokio::time::sleep(delay)));
             }
-            Action::LogRestart { reason } => {
-                metrics::global().php_fpm_restarted(self.restart_cause);
-                tracing::warn!("restarting php-fpm: {reason}");
+            Action::LogRestart { reason, cause } => {
+                metrics::global().php_fpm_restarted(cause.label());
+                tracing::warn!(cause = cause.label(), "restarting php-fpm: {reason}");
+            }
+            Action::Alive => {
+                metrics::global().php_fpm_up.set(1);
+                if std::env::var_os("NOTIFY_SOCKET").is_some() {
+                    // Keeps `systemctl status` current (in flight, queued, …).
+                    sd_status(&self.published.borrow());
+                }
+                if sd_notify::watchdog_enabled().is_some() {
+                    sd(&[NotifyState::Watchdog]);
+                }
+            }
+            Action::ProbeFailed {
+                failures,
+                threshold,
+                error,
+            } => {
+                metrics::global().php_fpm_up.set(0);
+                tracing::warn!(failures, threshold, error, "php-fpm liveness probe failed");
             }
             Action::Exit { code, message } => return Some(Outcome { code, message }),
         }
@@ -400,50 +404,27 @@ impl Supervisor {
         }));
     }
 
-    /// Counts a liveness result; the event when the threshold is reached.
-    /// The probe goes to php-fpm's status pool, which the forwarder never
-    /// holds, so a busy php-fpm answers it; responses completing since the
-    /// last probe also prove life.
-    fn liveness_result(&mut self, result: Result<(), probe::ProbeError>) -> Option<Event> {
-        if !matches!(self.state.phase, Phase::Running { .. }) {
-            return None;
-        }
+    /// A liveness result as the state machine's event. The probe goes to
+    /// php-fpm's status pool, which the forwarder never holds, so a busy
+    /// php-fpm answers it; responses completing since the last probe also
+    /// prove life (the state machine counts the failures).
+    fn probe_event(&mut self, result: Result<(), probe::ProbeError>) -> Event {
         let completed = self.backend.as_ref().map_or(0, |b| b.completed());
         let progressed = completed > self.seen_completed;
         self.seen_completed = completed;
         match result {
-            Err(e) if !progressed => {
-                self.failures += 1;
-                metrics::global().php_fpm_up.set(0);
-                let threshold = self
-                    .setup
-                    .generation
-                    .config
-                    .forward
-                    .health
-                    .failure_threshold;
-                tracing::warn!(failures = self.failures, threshold, error = %e, "php-fpm liveness probe failed");
-                (self.failures >= threshold.max(1)).then(|| {
-                    self.failures = 0;
-                    Event::LivenessFailed {
-                        reason: format!("{threshold} probes in a row; last: {e}"),
-                    }
-                })
-            }
-            r => {
-                if let Err(e) = r {
+            Ok(()) => Event::Probe {
+                alive: true,
+                error: String::new(),
+            },
+            Err(e) => {
+                if progressed {
                     tracing::debug!(error = %e, "php-fpm ping failed, but responses keep completing");
                 }
-                self.failures = 0;
-                metrics::global().php_fpm_up.set(1);
-                if std::env::var_os("NOTIFY_SOCKET").is_some() {
-                    // Keeps `systemctl status` current (in flight, queued, …).
-                    sd_status(&self.published.borrow());
+                Event::Probe {
+                    alive: progressed,
+                    error: e.to_string(),
                 }
-                if sd_notify::watchdog_enabled().is_some() {
-                    sd(&[NotifyState::Watchdog]);
-                }
-                None
             }
         }
     }
@@ -576,7 +557,7 @@ impl Supervisor {
     fn apply_settings(&mut self) {
         let config = &self.setup.generation.config;
         let s = &config.supervisor;
-        self.policy = Policy::from_config(s);
+        self.policy = Policy::from_config(config);
         match Backoff::try_new(s.backoff_initial, s.backoff_max, Backoff::JITTER) {
             Ok(b) => self.backoff = b,
             Err(e) => tracing::warn!(error = %e, "keeping the previous backoff"),
@@ -661,19 +642,6 @@ async fn wait_child(child: &mut Option<PhpFpm>) {
             c.wait().await;
         }
         None => std::future::pending().await,
-    }
-}
-
-/// The metrics label for a restart that `event` (in `phase`) may cause;
-/// None keeps the cause already known (the exit of a php-fpm being replaced).
-fn restart_cause(phase: &Phase, event: &Event) -> Option<&'static str> {
-    match (phase, event) {
-        (Phase::Replacing { .. }, Event::Exited { .. }) => None,
-        (_, Event::Exited { .. }) => Some("exit"),
-        (_, Event::LivenessFailed { .. }) => Some("liveness"),
-        (_, Event::ReadyTimeout) => Some("ready_timeout"),
-        (_, Event::Restart { .. }) => Some("requested"),
-        _ => None,
     }
 }
 

@@ -23,7 +23,11 @@ pub enum Phase {
     /// Being killed or stopped on purpose; the exit that follows is expected.
     /// `counted`: the exit counts as a failure (hung, not ready) or not (a
     /// requested restart).
-    Replacing { counted: bool, reason: String },
+    Replacing {
+        counted: bool,
+        reason: String,
+        cause: Cause,
+    },
     /// Waiting out the backoff before the next start.
     Backoff,
     /// Graceful stop in progress.
@@ -41,6 +45,8 @@ pub struct State {
     pub attempt: u32,
     /// When recent restarts were scheduled (within `restart_window`).
     pub restarts: VecDeque<Instant>,
+    /// Consecutive failed liveness probes of the running php-fpm.
+    pub probe_failures: u32,
 }
 
 impl Default for State {
@@ -49,6 +55,7 @@ impl Default for State {
             phase: Phase::Idle,
             attempt: 0,
             restarts: VecDeque::new(),
+            probe_failures: 0,
         }
     }
 }
@@ -67,6 +74,30 @@ pub enum ExitKind {
     Failed(String),
 }
 
+/// Why php-fpm is restarted: the label of the restarts metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// It exited (or could not be launched).
+    Exit,
+    /// It stopped answering its liveness ping.
+    Liveness,
+    /// It never answered its first ping.
+    ReadyTimeout,
+    /// A restart was asked for.
+    Requested,
+}
+
+impl Cause {
+    pub fn label(self) -> &'static str {
+        match self {
+            Cause::Exit => "exit",
+            Cause::Liveness => "liveness",
+            Cause::ReadyTimeout => "ready_timeout",
+            Cause::Requested => "requested",
+        }
+    }
+}
+
 /// Something that happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -76,8 +107,10 @@ pub enum Event {
     Ready,
     /// No `pong` within `ready_timeout`.
     ReadyTimeout,
-    /// `failure_threshold` liveness probes failed in a row.
-    LivenessFailed { reason: String },
+    /// A liveness probe ended. `alive`: it answered, or responses kept
+    /// completing since the last one (evidence of life that needs no free
+    /// child); `error` says what the probe saw otherwise.
+    Probe { alive: bool, error: String },
     /// php-fpm's master process ended (or could not be spawned).
     Exited { exit: ExitKind },
     /// The backoff delay is over.
@@ -105,8 +138,16 @@ pub enum Action {
     Quit,
     /// Wait the backoff for this attempt, then BackoffElapsed.
     Backoff { attempt: u32 },
-    /// Log why a restart is coming.
-    LogRestart { reason: String },
+    /// Log why a restart is coming (and count it under `cause`).
+    LogRestart { reason: String, cause: Cause },
+    /// php-fpm proved alive: systemd's watchdog and status may hear it.
+    Alive,
+    /// A probe failed, `failures` in a row (of `threshold`): log it.
+    ProbeFailed {
+        failures: u32,
+        threshold: u32,
+        error: String,
+    },
     /// The supervisor is done: tqsup exits with this code.
     Exit { code: u8, message: Option<String> },
 }
@@ -119,15 +160,19 @@ pub struct Policy {
     /// 0 = unlimited.
     pub max_restarts: u32,
     pub restart_window: Duration,
+    /// Failed liveness probes in a row that mean php-fpm hangs (≥ 1).
+    pub failure_threshold: u32,
 }
 
 impl Policy {
-    pub fn from_config(s: &crate::config::Supervisor) -> Self {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let s = &config.supervisor;
         Policy {
             restart: s.restart,
             stable_after: s.stable_after,
             max_restarts: s.max_restarts,
             restart_window: s.restart_window,
+            failure_threshold: config.forward.health.failure_threshold.max(1),
         }
     }
 }
@@ -146,32 +191,63 @@ pub fn next(policy: &Policy, state: State, event: Event, now: Instant) -> (State
         (P::Idle, Event::Start) => (P::Starting, vec![A::Spawn, A::AwaitReady]),
         (P::Idle | P::Backoff, Event::Stop) => done(exit::OK, None),
 
-        (P::Starting, Event::Ready) => (P::Running { since: now }, vec![A::PublishReady]),
+        (P::Starting, Event::Ready) => {
+            s.probe_failures = 0;
+            (P::Running { since: now }, vec![A::PublishReady])
+        }
         (P::Starting, Event::ReadyTimeout) => (
             P::Replacing {
                 counted: true,
                 reason: "php-fpm did not answer its ping within supervisor.ready_timeout_ms".into(),
+                cause: Cause::ReadyTimeout,
             },
             vec![A::Kill],
         ),
-        (P::Running { since }, Event::LivenessFailed { reason }) => {
-            // A long stable run that ends in a hang starts the backoff anew,
-            // like one that ends in an exit.
-            if now.saturating_duration_since(since) >= policy.stable_after {
-                s.attempt = 0;
+        (running @ P::Running { .. }, Event::Probe { alive: true, .. }) => {
+            s.probe_failures = 0;
+            (running, vec![A::Alive])
+        }
+        (
+            P::Running { since },
+            Event::Probe {
+                alive: false,
+                error,
+            },
+        ) => {
+            s.probe_failures += 1;
+            if s.probe_failures < policy.failure_threshold {
+                let failed = A::ProbeFailed {
+                    failures: s.probe_failures,
+                    threshold: policy.failure_threshold,
+                    error,
+                };
+                (P::Running { since }, vec![failed])
+            } else {
+                // Hung. A long stable run that ends in a hang starts the
+                // backoff anew, like one that ends in an exit.
+                s.probe_failures = 0;
+                if now.saturating_duration_since(since) >= policy.stable_after {
+                    s.attempt = 0;
+                }
+                let reason = format!(
+                    "php-fpm stopped answering its ping ({} probes in a row; last: {error})",
+                    policy.failure_threshold
+                );
+                (
+                    P::Replacing {
+                        counted: true,
+                        reason,
+                        cause: Cause::Liveness,
+                    },
+                    vec![A::PublishDown, A::Kill],
+                )
             }
-            (
-                P::Replacing {
-                    counted: true,
-                    reason: format!("php-fpm stopped answering its ping ({reason})"),
-                },
-                vec![A::PublishDown, A::Kill],
-            )
         }
         (P::Starting | P::Running { .. }, Event::Restart { reason }) => (
             P::Replacing {
                 counted: false,
                 reason,
+                cause: Cause::Requested,
             },
             vec![A::PublishDown, A::Quit],
         ),
@@ -179,38 +255,49 @@ pub fn next(policy: &Policy, state: State, event: Event, now: Instant) -> (State
             (P::Stopping, vec![A::PublishDown, A::Quit])
         }
 
-        (P::Starting, Event::Exited { exit }) => return after_failure(policy, s, exit, false, now),
+        (P::Starting, Event::Exited { exit }) => {
+            return after_failure(policy, s, exit, false, now, Cause::Exit);
+        }
         (P::Running { since }, Event::Exited { exit }) => {
             if now.saturating_duration_since(since) >= policy.stable_after {
                 s.attempt = 0;
             }
-            return after_failure(policy, s, exit, true, now);
+            return after_failure(policy, s, exit, true, now, Cause::Exit);
         }
         (
             P::Replacing {
                 counted: false,
                 reason,
+                cause,
             },
             Event::Exited { .. },
         ) => (
             P::Starting,
-            vec![A::LogRestart { reason }, A::Spawn, A::AwaitReady],
+            vec![A::LogRestart { reason, cause }, A::Spawn, A::AwaitReady],
         ),
         (
             P::Replacing {
                 counted: true,
                 reason,
+                cause,
             },
             Event::Exited { .. },
         ) => {
-            return after_failure(policy, s, ExitKind::Failed(reason), false, now);
+            return after_failure(policy, s, ExitKind::Failed(reason), false, now, cause);
         }
         (P::Stopping, Event::Exited { .. }) => done(exit::OK, None),
 
         (P::Backoff, Event::BackoffElapsed) => (P::Starting, vec![A::Spawn, A::AwaitReady]),
         (P::Backoff, Event::Restart { reason }) => (
             P::Starting,
-            vec![A::LogRestart { reason }, A::Spawn, A::AwaitReady],
+            vec![
+                A::LogRestart {
+                    reason,
+                    cause: Cause::Requested,
+                },
+                A::Spawn,
+                A::AwaitReady,
+            ],
         ),
 
         // Anything else is not a transition (e.g. a late ready probe).
@@ -238,6 +325,7 @@ fn after_failure(
     exit: ExitKind,
     was_ready: bool,
     now: Instant,
+    cause: Cause,
 ) -> (State, Vec<Action>) {
     let mut actions = Vec::new();
     if was_ready {
@@ -294,7 +382,7 @@ fn after_failure(
         return (s, actions);
     }
     s.restarts.push_back(now);
-    actions.push(Action::LogRestart { reason });
+    actions.push(Action::LogRestart { reason, cause });
     actions.push(Action::Backoff { attempt: s.attempt });
     s.attempt = s.attempt.saturating_add(1);
     s.phase = Phase::Backoff;
@@ -317,6 +405,14 @@ mod tests {
             stable_after: ms(10_000),
             max_restarts: 3,
             restart_window: ms(60_000),
+            failure_threshold: 3,
+        }
+    }
+
+    fn probe(alive: bool) -> Event {
+        Event::Probe {
+            alive,
+            error: if alive { "" } else { "timeout" }.into(),
         }
     }
 
@@ -373,19 +469,15 @@ mod tests {
                         reason:
                             "php-fpm did not answer its ping within supervisor.ready_timeout_ms"
                                 .into(),
+                        cause: Cause::ReadyTimeout,
                     },
                     vec![A::Kill],
                 ),
                 (
                     running.clone(),
-                    Event::LivenessFailed {
-                        reason: "timeout".into(),
-                    },
-                    P::Replacing {
-                        counted: true,
-                        reason: "php-fpm stopped answering its ping (timeout)".into(),
-                    },
-                    vec![A::PublishDown, A::Kill],
+                    probe(true),
+                    running.clone(),
+                    vec![A::Alive],
                 ),
                 (
                     running.clone(),
@@ -395,6 +487,7 @@ mod tests {
                     P::Replacing {
                         counted: false,
                         reason: "asked".into(),
+                        cause: Cause::Requested,
                     },
                     vec![A::PublishDown, A::Quit],
                 ),
@@ -402,12 +495,14 @@ mod tests {
                     P::Replacing {
                         counted: false,
                         reason: "asked".into(),
+                        cause: Cause::Requested,
                     },
                     crash(),
                     P::Starting,
                     vec![
                         A::LogRestart {
                             reason: "asked".into(),
+                            cause: Cause::Requested,
                         },
                         A::Spawn,
                         A::AwaitReady,
@@ -470,6 +565,7 @@ mod tests {
                     P::Replacing {
                         counted: true,
                         reason: "x".into(),
+                        cause: Cause::Liveness,
                     },
                     Event::Stop,
                     P::Stopping,
@@ -488,6 +584,7 @@ mod tests {
             vec![
                 A::LogRestart {
                     reason: reason.into(),
+                    cause: Cause::Exit,
                 },
                 A::Backoff { attempt: 0 },
             ]
@@ -596,13 +693,13 @@ mod tests {
             ..policy(RestartPolicy::OnFailure)
         };
         let t0 = Instant::now();
-        let hang = || Event::LivenessFailed {
-            reason: "timeout".into(),
-        };
+        // The third failed probe in a row is the hang.
+        let hang = || probe(false);
         let s = State {
             phase: P::Running { since: t0 },
             attempt: 5,
-            restarts: VecDeque::new(),
+            probe_failures: 2,
+            ..State::default()
         };
         // A short run that hangs keeps the exponent…
         let (short, _) = next(&p, s.clone(), hang(), t0 + ms(500));
@@ -684,6 +781,7 @@ mod tests {
         let replacing = P::Replacing {
             counted: true,
             reason: "hung".into(),
+            cause: Cause::Liveness,
         };
         let (s, a) = next(
             &policy(RestartPolicy::OnFailure),
@@ -696,10 +794,108 @@ mod tests {
             a,
             vec![
                 A::LogRestart {
-                    reason: "hung".into()
+                    reason: "hung".into(),
+                    cause: Cause::Liveness,
                 },
                 A::Backoff { attempt: 0 }
             ]
+        );
+    }
+
+    #[test]
+    fn probes_count_in_a_row_and_evidence_of_life_resets_them() {
+        let p = policy(RestartPolicy::OnFailure);
+        let t0 = Instant::now();
+        let mut s = at(P::Running { since: t0 });
+        for n in 1..=2 {
+            let (ns, a) = next(&p, s, probe(false), t0);
+            assert_eq!(
+                a,
+                vec![A::ProbeFailed {
+                    failures: n,
+                    threshold: 3,
+                    error: "timeout".into()
+                }]
+            );
+            s = ns;
+        }
+        // A probe that answered (or responses that kept completing) resets.
+        let (s, a) = next(&p, s, probe(true), t0);
+        assert_eq!((s.probe_failures, a), (0, vec![A::Alive]));
+        let mut s = s;
+        for _ in 0..2 {
+            s = next(&p, s, probe(false), t0).0;
+        }
+        let (s, a) = next(&p, s, probe(false), t0 + ms(100));
+        assert_eq!(
+            s.phase,
+            P::Replacing {
+                counted: true,
+                reason: "php-fpm stopped answering its ping (3 probes in a row; last: timeout)"
+                    .into(),
+                cause: Cause::Liveness,
+            }
+        );
+        assert_eq!(a, vec![A::PublishDown, A::Kill]);
+        assert_eq!(s.probe_failures, 0);
+        // Probes outside Running change nothing.
+        for phase in [P::Starting, P::Backoff, P::Stopping] {
+            let (ns, a) = next(&p, at(phase.clone()), probe(false), t0);
+            assert_eq!((ns.phase, ns.probe_failures, a), (phase, 0, vec![]));
+        }
+    }
+
+    #[test]
+    fn restarts_are_labelled_with_their_cause() {
+        let p = policy(RestartPolicy::OnFailure);
+        let t0 = Instant::now();
+        let cause_of = |phase: Phase, event: Event| {
+            let (s, a) = next(&p, at(phase), event, t0);
+            // A kill or quit first: the exit that follows carries the cause.
+            let (_, a) = if a.iter().any(|a| matches!(a, A::Kill | A::Quit)) {
+                next(&p, s, crash(), t0)
+            } else {
+                (s, a)
+            };
+            a.iter().find_map(|a| match a {
+                A::LogRestart { cause, .. } => Some(*cause),
+                _ => None,
+            })
+        };
+        let running = P::Running { since: t0 };
+        assert_eq!(cause_of(running.clone(), crash()), Some(Cause::Exit));
+        assert_eq!(cause_of(P::Starting, crash()), Some(Cause::Exit));
+        assert_eq!(
+            cause_of(P::Starting, Event::ReadyTimeout),
+            Some(Cause::ReadyTimeout)
+        );
+        let hung = State {
+            probe_failures: 2,
+            ..at(running.clone())
+        };
+        let (s, _) = next(&p, hung, probe(false), t0);
+        let (_, a) = next(&p, s, crash(), t0);
+        assert!(a.contains(&A::LogRestart {
+            reason: "php-fpm stopped answering its ping (3 probes in a row; last: timeout)".into(),
+            cause: Cause::Liveness
+        }));
+        assert_eq!(
+            cause_of(
+                running,
+                Event::Restart {
+                    reason: "asked".into()
+                }
+            ),
+            Some(Cause::Requested)
+        );
+        assert_eq!(
+            cause_of(
+                P::Backoff,
+                Event::Restart {
+                    reason: "asked".into()
+                }
+            ),
+            Some(Cause::Requested)
         );
     }
 }
