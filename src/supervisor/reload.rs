@@ -8,10 +8,23 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use sd_notify::NotifyState;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::backoff::Backoff;
 use super::child::PhpFpm;
+use super::state::{Event, Phase, Policy};
+use super::{liveness_interval, retire, sd, sd_reloading, wait_ready};
+use crate::config::Endpoint;
 use crate::config::{self, Config, ConfigError};
+use crate::metrics;
 use crate::render::{self, Identity, RenderedFiles};
 use crate::upstream::InternalPaths;
+use crate::upstream::PhpFpmState;
 
 /// What a supervisor runs: the config, the files rendered from it and the
 /// command that reads them. Replaced whole by a good reload.
@@ -272,6 +285,173 @@ pub fn log_refusal(err: &anyhow::Error) {
         tracing::error!(key = %p.key, fix = %p.fix, "reload refused: {}: {}", p.key, p.message);
     }
     tracing::error!("reload refused; php-fpm keeps serving the previous config: {err:#}");
+}
+
+/// The supervisor's side of a reload: one at a time, requests during one
+/// (or during a start) coalesce into one more, and the result is applied
+/// to the running php-fpm.
+impl super::Supervisor {
+    /// A reload request: started now, or after the reload or start in
+    /// progress (any number of requests meanwhile make one more reload).
+    pub(super) fn request_reload(&mut self, reason: String) {
+        if self.reload.is_some() || !matches!(self.state.phase, Phase::Running { .. }) {
+            tracing::info!(
+                reason,
+                "reload requested; it runs after the current reload or start"
+            );
+            self.reload_pending = Some(reason);
+            return;
+        }
+        self.start_reload(reason);
+    }
+
+    /// Validate, then apply (DESIGN §6): the new config is rendered and
+    /// tested aside; then either a new php-fpm starts beside the running
+    /// one, or the running one gets SIGUSR2.
+    pub(super) fn start_reload(&mut self, reason: String) {
+        tracing::info!(reason, "reloading the configuration");
+        sd_reloading();
+        let Some(path) = self.setup.generation.config.source.clone() else {
+            tracing::error!(
+                "reload refused: tqsup runs on its built-in default config; there is no file to re-read"
+            );
+            metrics::global().reload(false);
+            sd(&[NotifyState::Ready]);
+            return;
+        };
+        let ctx = ReloadCtx {
+            path,
+            dir: self.setup.dir.clone(),
+            paths: self.setup.paths.clone(),
+            dev: self.setup.dev,
+            running: self.setup.generation.clone(),
+            instance: self.instance + 1,
+        };
+        self.reload = Some(Box::pin(run(ctx)));
+    }
+
+    /// What a finished reload step means for the running php-fpm.
+    pub(super) fn reload_done(
+        &mut self,
+        done: ReloadDone,
+        events: &mut std::collections::VecDeque<Event>,
+    ) {
+        let running = matches!(self.state.phase, Phase::Running { .. }) && self.child.is_some();
+        match done {
+            ReloadDone::Refused(e) => {
+                log_refusal(&e);
+                metrics::global().reload(false);
+            }
+            ReloadDone::Beside { .. } if !running => {
+                // php-fpm went down meanwhile: its restart comes first, then
+                // the reload once more (the new php-fpm is killed on drop).
+                self.reload_pending = Some("a reload interrupted by a restart".into());
+            }
+            ReloadDone::Beside {
+                generation,
+                child,
+                instance,
+            } => {
+                let old_child = self.child.replace(*child);
+                let old_files = std::mem::replace(&mut self.setup.generation, *generation).files;
+                self.instance = instance;
+                self.apply_settings();
+                let old_backend = self.backend.take();
+                self.publish_ready();
+                let grace = self.setup.generation.config.supervisor.stop_timeout;
+                if let Some(old) = old_child {
+                    self.retiring.spawn(retire::replaced(
+                        old,
+                        old_backend,
+                        old_files,
+                        grace,
+                        self.stop.clone(),
+                    ));
+                }
+                metrics::global().reload(true);
+                tracing::info!("php-fpm reloaded");
+            }
+            ReloadDone::Signal { generation } | ReloadDone::Restart { generation, .. }
+                if !running =>
+            {
+                self.setup.generation = *generation;
+                self.apply_settings();
+                metrics::global().reload(true);
+                tracing::info!("new config written; php-fpm will start with it");
+            }
+            ReloadDone::Signal { generation } => {
+                self.setup.generation = *generation;
+                self.apply_settings();
+                // Idle pooled connections pin children until
+                // process_control_timeout: close them first (publishing a
+                // non-ready state retires the backend).
+                self.publish(PhpFpmState::Starting);
+                self.backend = None;
+                let child = self.child.as_ref().expect("running");
+                tracing::info!(
+                    pid = child.pid(),
+                    "new config tested; sending SIGUSR2 to php-fpm"
+                );
+                let notices = child.logs().ready_notices();
+                child.signal(Signal::SIGUSR2);
+                let g = &self.setup.generation;
+                let within = g.config.supervisor.ready_timeout;
+                let (endpoint, ping) = (g.files.status.clone(), self.setup.paths.ping.clone());
+                self.reload = Some(Box::pin(async move {
+                    ReloadDone::Signaled(await_reloaded(notices, endpoint, ping, within).await)
+                }));
+                return;
+            }
+            ReloadDone::Signaled(ok) => {
+                metrics::global().reload(ok);
+                if running {
+                    self.publish_ready();
+                }
+            }
+            ReloadDone::Restart { generation, why } => {
+                self.setup.generation = *generation;
+                self.apply_settings();
+                metrics::global().reload(true);
+                events.push_back(Event::Restart { reason: why });
+            }
+        }
+        sd(&[NotifyState::Ready]);
+    }
+
+    /// Takes in the settings of a reloaded config that apply without a
+    /// restart: the restart policy, backoff and liveness interval.
+    fn apply_settings(&mut self) {
+        let config = &self.setup.generation.config;
+        let s = &config.supervisor;
+        self.policy = Policy::from_config(config);
+        match Backoff::try_new(s.backoff_initial, s.backoff_max, Backoff::JITTER) {
+            Ok(b) => self.backoff = b,
+            Err(e) => tracing::warn!(error = %e, "keeping the previous backoff"),
+        }
+        self.liveness = liveness_interval(config);
+    }
+}
+
+/// After SIGUSR2: waits for php-fpm's next "ready to handle connections"
+/// and a `pong`, within `within`.
+async fn await_reloaded(
+    mut notices: watch::Receiver<u64>,
+    endpoint: Endpoint,
+    ping: String,
+    within: Duration,
+) -> bool {
+    let deadline = Instant::now() + within;
+    let _ = tokio::time::timeout_at(deadline, notices.changed()).await;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ok = wait_ready(endpoint, ping, left).await;
+    if ok {
+        tracing::info!("php-fpm reloaded");
+    } else {
+        tracing::warn!(
+            "php-fpm did not answer its ping after the reload; the liveness probe will decide"
+        );
+    }
+    ok
 }
 
 #[cfg(test)]
