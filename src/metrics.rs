@@ -149,6 +149,8 @@ pub struct Metrics {
     pub received_bytes: Counter,
     pub sent_bytes: Counter,
     restarts: Family<ReasonLabel, Counter>,
+    /// Children tqsup recycled (memory, lifetime).
+    recycles: Family<ReasonLabel, Counter>,
     /// The sum over `restarts`' reasons, for `/status` (families can't be summed).
     restarts_sum: AtomicU64,
     pub php_fpm_up: Gauge,
@@ -201,6 +203,7 @@ impl Metrics {
             received_bytes: Counter::default(),
             sent_bytes: Counter::default(),
             restarts: Family::default(),
+            recycles: Family::default(),
             restarts_sum: AtomicU64::new(0),
             php_fpm_up: Gauge::default(),
             last_exit_code: Gauge::default(),
@@ -296,6 +299,11 @@ impl Metrics {
             m.restarts.clone(),
         );
         r.register(
+            "php_fpm_recycles",
+            "php-fpm children recycled by tqsup, by reason (memory, lifetime)",
+            m.recycles.clone(),
+        );
+        r.register(
             "php_fpm_up",
             "1 when php-fpm answers its ping",
             m.php_fpm_up.clone(),
@@ -364,6 +372,11 @@ impl Metrics {
                 reason: reason.into(),
             });
         }
+        for reason in ["memory", "lifetime"] {
+            let _ = m.recycles.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
         for result in ["ok", "failed"] {
             let _ = m.reloads.get_or_create(&ResultLabel {
                 result: result.into(),
@@ -424,6 +437,15 @@ impl Metrics {
             2 => BreakerState::Open,
             _ => BreakerState::Closed,
         }
+    }
+
+    /// tqsup started recycling a php-fpm child (`memory` or `lifetime`).
+    pub fn php_fpm_recycled(&self, reason: &str) {
+        self.recycles
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// A php-fpm restart was scheduled; `reason` is `exit` (it ended on its

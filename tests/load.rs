@@ -397,3 +397,95 @@ fn dynamic_pool_scales_back_after_a_burst() {
     v.no_restart();
     v.finish();
 }
+
+/// Memory-based recycling (DESIGN §6): a child holding ~50 MB of private
+/// memory for a big request is recycled — its pooled connection is lent no
+/// more, closed after that request (which completes), then the child gets
+/// SIGQUIT — while 16 keep-alive POST clients see no failure.
+#[test]
+fn a_child_over_max_memory_is_recycled_without_a_failed_request() {
+    let project = Site::project();
+    write_php(
+        &project,
+        "public/big.php",
+        // ~50 MB of PHP heap, held for 1.5 s: the once-a-second check sees
+        // the child over the limit while it serves this very request.
+        "$a = []; for ($i = 0; $i < 600000; $i++) { $a[] = str_repeat('x', 40) . $i; } usleep(1500000);",
+        "'big ' . getmypid()",
+    );
+    let site = Site::start(
+        project,
+        SiteConfig {
+            pool_extra: "type: static, max_memory_mb: 32".into(),
+            ..SiteConfig::default()
+        },
+    );
+    let before = site.workers();
+    let run = site.load(&post_load(16, "/post.php", 10, "body-ok"));
+    let mut big = Vec::new();
+    for _ in 0..4 {
+        std::thread::sleep(ms(1500));
+        big.push(site.get("/big.php", Duration::from_secs(10)));
+    }
+    let r = run.finish();
+    let log = site.tqsup.log_text();
+    let recycled: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("recycling a php-fpm child") && l.contains("memory"))
+        .collect();
+    let mut v = site.verdict("a_child_over_max_memory_is_recycled_without_a_failed_request");
+    v.clean_load("16 POST clients while big requests run", &r);
+    v.check(
+        "every big request answered",
+        big.iter().all(|(s, b)| *s == 200 && b.contains("big ")),
+        format!("{big:?}"),
+    );
+    v.check(
+        "children recycled for memory",
+        !recycled.is_empty(),
+        format!("{} line(s): {recycled:?}", recycled.len()),
+    );
+    let after = site.workers();
+    v.check(
+        "a recycled child was replaced by a fresh one",
+        before.iter().any(|p| !after.contains(p)),
+        format!("{before:?} -> {after:?}"),
+    );
+    v.no_restart();
+    v.finish();
+}
+
+/// Lifetime-based recycling: with max_lifetime_ms 2000 every child is
+/// replaced, one at a time, under keep-alive POST load with no failure.
+#[test]
+fn children_past_max_lifetime_are_replaced_one_at_a_time() {
+    let site = Site::start(
+        Site::project(),
+        SiteConfig {
+            pool_extra: "type: static, max_lifetime_ms: 2000".into(),
+            ..SiteConfig::default()
+        },
+    );
+    let before = site.workers();
+    let r = site
+        .load(&post_load(16, "/post.php", 12, "body-ok"))
+        .finish();
+    let after = site.workers();
+    let recycles = site
+        .tqsup
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("recycling a php-fpm child") && l.contains("lifetime"))
+        .count();
+    let mut v = site.verdict("children_past_max_lifetime_are_replaced_one_at_a_time");
+    v.clean_load("16 POST clients while children are recycled", &r);
+    v.check("at least one recycle per child", recycles >= 4, recycles);
+    v.check(
+        "none of the first children is left",
+        before.iter().all(|p| !after.contains(p)),
+        format!("{before:?} -> {after:?}"),
+    );
+    v.eq("children now", after.len(), 4);
+    v.no_restart();
+    v.finish();
+}

@@ -70,6 +70,18 @@ pub struct Pool {
     pub process_idle_timeout: Duration,
     /// Zero = off.
     pub request_terminate_timeout: Duration,
+    /// A child whose private memory (RssAnon) passes this many MiB is
+    /// recycled gracefully by tqsup; 0 = off.
+    pub max_memory_mb: u64,
+    /// A child older than this is recycled gracefully by tqsup; zero = off.
+    pub max_lifetime: Duration,
+}
+
+impl Pool {
+    /// Whether tqsup recycles children itself (memory or lifetime limit).
+    pub fn recycles(&self) -> bool {
+        self.max_memory_mb > 0 || !self.max_lifetime.is_zero()
+    }
 }
 
 /// A php.ini value and whether php-fpm wants it as `php_admin_flag`.

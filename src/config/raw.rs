@@ -120,6 +120,8 @@ pub struct RawPool {
     pub max_requests: Field<u32>,
     pub process_idle_timeout_ms: Field<u64>,
     pub request_terminate_timeout_ms: Field<u64>,
+    pub max_memory_mb: Field<u64>,
+    pub max_lifetime_ms: Field<u64>,
     #[serde(flatten, skip_serializing)]
     pub unknown: Unknown,
 }

@@ -683,6 +683,13 @@ fn pool(c: &mut Checker, field: &Field<RawPool>) -> Pool {
         0,
         0,
     );
+    let max_memory_mb = c.take(
+        "php_fpm.pool.max_memory_mb",
+        &r.max_memory_mb,
+        0,
+        "a whole number of MiB (0 = off)",
+    );
+    let max_lifetime = c.ms("php_fpm.pool.max_lifetime_ms", &r.max_lifetime_ms, 0, 0);
     Pool {
         name,
         kind,
@@ -693,6 +700,8 @@ fn pool(c: &mut Checker, field: &Field<RawPool>) -> Pool {
         max_requests,
         process_idle_timeout,
         request_terminate_timeout,
+        max_memory_mb,
+        max_lifetime,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod exchange;
 pub mod health;
 pub mod io;
 pub mod listener;
+pub mod peer;
 pub mod pool;
 
 use std::sync::Arc;

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use super::backend::Backend;
-use super::backend::{BusyGuard, Idle};
+use super::backend::{BusyGuard, Held, Holder, Idle};
 use super::breaker::Breaker;
 use super::io::Stream;
 use crate::config::Endpoint;
@@ -71,6 +71,8 @@ pub struct Lease {
     /// Counts the lease in the backend's requests in flight.
     _busy: BusyGuard,
     conn: Stream,
+    /// The php-fpm child holding the other end, when tqsup recycles.
+    held: Option<Held>,
     /// The response read buffer (empty when lent).
     pub buf: BytesMut,
     /// Whether the connection was pooled (so it may have died while idle).
@@ -101,8 +103,9 @@ impl Lease {
     /// Replaces a connection found dead by a fresh one to the same php-fpm
     /// (for a replay), keeping this lease's place in the pool.
     pub async fn reconnect(&mut self, timeout: Duration) -> io::Result<()> {
-        let conn = connect(&self.backend.endpoint, timeout).await?;
+        let (conn, held) = connect_to(&self.backend, timeout).await?;
         self.conn = conn;
+        self.held = held;
         self.buf.clear();
         self.reused = false;
         self.served = 0;
@@ -111,12 +114,25 @@ impl Lease {
 
     /// Returns a connection whose last exchange ended cleanly (php-fpm sent
     /// END_REQUEST and nothing after it).
-    pub fn release(self) {
+    ///
+    /// When tqsup recycles children, a connection is pooled only once it is
+    /// known which child holds it, learnt here at its first return: by now
+    /// a child has accepted it and served a request (at connect time it may
+    /// still wait in the listen backlog). One that cannot be placed, or
+    /// whose child is being recycled, is closed instead.
+    pub fn release(mut self) {
+        if self.held.is_none() && self.backend.children().is_some() {
+            match self.backend.identify(&self.conn) {
+                Holder::Child(h) => self.held = Some(h),
+                Holder::Recycling | Holder::Unknown => return,
+            }
+        }
         let served = self.served.saturating_add(1);
         let b = &self.backend;
         if b.is_retired()
             || !self.buf.is_empty()
             || (b.max_requests > 0 && served >= b.max_requests)
+            || !b.lendable(&self.held)
         {
             // php-fpm closes a child's connection after its max_requests:
             // never lend one that is about to be shut.
@@ -126,6 +142,7 @@ impl Lease {
         let mut idle = backend.idle.lock().unwrap();
         idle.push(Idle {
             conn: self.conn,
+            held: self.held,
             buf: self.buf,
             since: Instant::now(),
             served,
@@ -140,6 +157,15 @@ async fn connect(endpoint: &Endpoint, timeout: Duration) -> io::Result<Stream> {
         Ok(r) => r,
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
+}
+
+/// Connects to `backend`. Which child took the connection is learnt when
+/// it is first given back (see [`Lease::release`]).
+async fn connect_to(
+    backend: &Arc<Backend>,
+    timeout: Duration,
+) -> io::Result<(Stream, Option<Held>)> {
+    Ok((connect(&backend.endpoint, timeout).await?, None))
 }
 
 /// A full listen backlog: php-fpm is busy, not broken.
@@ -355,6 +381,7 @@ impl UpstreamPool {
                     backend,
                     _permit: permit,
                     conn: i.conn,
+                    held: i.held,
                     buf: i.buf,
                     reused: true,
                     served: i.served,
@@ -363,13 +390,14 @@ impl UpstreamPool {
                 });
             }
             loop {
-                match connect(&backend.endpoint, inner.settings.connect_timeout).await {
-                    Ok(conn) => {
+                match connect_to(&backend, inner.settings.connect_timeout).await {
+                    Ok((conn, held)) => {
                         return Ok(Lease {
                             _busy: backend.hold(),
                             backend,
                             _permit: permit,
                             conn,
+                            held,
                             buf: BytesMut::with_capacity(16 * 1024),
                             reused: false,
                             served: 0,
@@ -414,7 +442,7 @@ fn take_idle(backend: &Backend, lifetime: Option<Duration>) -> Option<Idle> {
     let now = Instant::now();
     let mut idle = backend.idle.lock().unwrap();
     while let Some(i) = idle.pop() {
-        if !expired(&i, lifetime, now) && i.conn.is_quiet() {
+        if !expired(&i, lifetime, now) && backend.lendable(&i.held) && i.conn.is_quiet() {
             return Some(i);
         }
     }

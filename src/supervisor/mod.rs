@@ -15,6 +15,7 @@ pub mod backoff;
 pub mod child;
 pub mod holder;
 pub mod logs;
+pub mod recycle;
 pub mod reload;
 mod retire;
 pub mod state;
@@ -113,6 +114,8 @@ pub struct Supervisor {
     reload_pending: Option<String>,
     /// Old php-fpm instances finishing their requests before they stop.
     retiring: TaskTracker,
+    /// Once a second while tqsup recycles children (`recycle.rs`).
+    recycle: Interval,
 }
 
 impl Supervisor {
@@ -147,6 +150,7 @@ impl Supervisor {
             reload: None,
             reload_pending: None,
             retiring: TaskTracker::new(),
+            recycle: tokio::time::interval(Duration::from_secs(1)),
         })
     }
 
@@ -204,6 +208,13 @@ impl Supervisor {
                     events.push_back(Event::BackoffElapsed);
                 }
                 _ = self.liveness.tick() => self.start_probe(),
+                _ = self.recycle.tick() => {
+                    if matches!(self.state.phase, Phase::Running { .. })
+                        && let Some(b) = &self.backend
+                    {
+                        recycle::tick(b, &self.setup.generation.config.php_fpm.pool);
+                    }
+                }
                 control = self.controls.recv(), if controls_open => match control {
                     None => controls_open = false,
                     Some(Control::Reload { reason }) => self.request_reload(reason),
@@ -370,12 +381,16 @@ impl Supervisor {
         let g = &self.setup.generation;
         let pool = &g.config.php_fpm.pool;
         let pid = self.child.as_ref().map_or(0, PhpFpm::pid);
-        let backend = Backend::new(
+        let children = pool
+            .recycles()
+            .then(|| crate::fcgi::backend::Children::new(pid, &pool.name));
+        let backend = Backend::with_children(
             self.generation,
             g.files.endpoint.clone(),
             Some(g.files.status.clone()),
             g.config.php_fpm.pool_size,
             pool.max_requests,
+            children,
         );
         self.backend = Some(backend.clone());
         self.seen_completed = 0;
