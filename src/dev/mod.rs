@@ -15,6 +15,7 @@ mod filter;
 mod hooks;
 mod http;
 mod php;
+mod range;
 mod route;
 mod static_files;
 mod watch;
