@@ -12,6 +12,7 @@ mod batch;
 mod cgi;
 pub mod fastcgi;
 mod filter;
+mod gitignore;
 mod hooks;
 mod http;
 mod php;
@@ -61,6 +62,9 @@ impl PhpTarget {
     }
 }
 
+/// How many of a batch's paths its log line names.
+const FIRST_PATHS: usize = 3;
+
 /// What a batch of changes is checked against; replaced when the config
 /// file changes and still loads.
 struct Batches {
@@ -87,8 +91,15 @@ impl Batches {
             .into_iter()
             .cloned()
             .collect();
+        // Once per batch, however many files it holds.
+        let first: Vec<_> = batch
+            .iter()
+            .take(FIRST_PATHS)
+            .map(|p| p.strip_prefix(&self.base_dir).unwrap_or(p).display())
+            .collect();
         debug!(
             changes = batch.len(),
+            first = ?first,
             hooks = hooks.len(),
             config_changed,
             "batch of changes"
@@ -176,9 +187,26 @@ pub async fn run_dev(
         .context("starting the file watcher")??
     };
     let listener = match &dev.http_listen {
-        Some(listen) => Some(http::bind(listen).await?),
+        Some(listen) => Some(
+            http::bind(
+                listen,
+                dev.http_listen_next_free,
+                crate::config::ZERO_CONFIG_HTTP_LAST_PORT,
+            )
+            .await?,
+        ),
         None => None,
     };
+    // The one line a developer looks for, on stdout, whatever the log does.
+    if let Some(addr) = listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        println!("Serving http://{addr} \u{2014} Ctrl-C to stop");
+    }
+    if config.source.is_none() && config.forward.enabled {
+        println!(
+            "FastCGI for a web server of your own: {}",
+            config.forward.listen
+        );
+    }
     info!(
         paths = ?dev.watch.paths,
         hooks = dev.hooks.len(),
