@@ -53,6 +53,8 @@ pub struct Front {
     pub connect_timeout: Duration,
     /// Longest silence from php-fpm while a response is open.
     pub read_timeout: Duration,
+    /// What the error pages say about php-fpm.
+    pub diagnostics: super::Diagnostics,
 }
 
 impl Front {

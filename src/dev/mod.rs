@@ -10,6 +10,7 @@
 
 mod batch;
 mod cgi;
+mod error_page;
 pub mod fastcgi;
 mod filter;
 mod gitignore;
@@ -17,6 +18,7 @@ mod hooks;
 mod http;
 mod php;
 mod range;
+mod recent;
 mod route;
 mod static_files;
 mod watch;
@@ -33,6 +35,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, Endpoint, Hook};
 use crate::control::Control;
 use filter::{HookSet, IgnoreSet};
+pub use recent::RecentLines;
 
 use batch::schedule;
 
@@ -64,6 +67,16 @@ impl PhpTarget {
 
 /// How many of a batch's paths its log line names.
 const FIRST_PATHS: usize = 3;
+
+/// What the dev front's error pages can tell about php-fpm; both parts
+/// are optional (tests, forward-only mode).
+#[derive(Debug, Clone, Default)]
+pub struct Diagnostics {
+    /// The supervisor's view: not running, restarting, ready.
+    pub state: Option<tokio::sync::watch::Receiver<crate::upstream::PhpFpmState>>,
+    /// The last php-fpm/PHP log lines (filled by a tracing layer).
+    pub recent: Option<RecentLines>,
+}
 
 /// What a batch of changes is checked against; replaced when the config
 /// file changes and still loads.
@@ -164,6 +177,7 @@ pub async fn run_dev(
     config: Arc<Config>,
     control: mpsc::Sender<Control>,
     php: PhpTarget,
+    diagnostics: Diagnostics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let dev = &config.dev;
@@ -238,6 +252,7 @@ pub async fn run_dev(
             target: php.endpoint.clone(),
             connect_timeout: config.php_fpm.connect_timeout,
             read_timeout: config.php_fpm.read_timeout,
+            diagnostics,
         });
         tracker.spawn(http::serve(listener, front, shutdown.clone()));
     }
