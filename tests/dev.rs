@@ -334,3 +334,5 @@ mod demo;
 mod http;
 #[path = "dev/watch.rs"]
 mod watch;
+#[path = "dev/zero_config.rs"]
+mod zero_config;
