@@ -278,3 +278,28 @@ fn php_version_file_chooses_php_fpm_or_exits_69_naming_the_version() {
         "{text}"
     );
 }
+
+#[test]
+fn a_504_page_names_the_timeout() {
+    let project = Project::new();
+    project.write("public/slow.php", "<?php sleep(4); echo 'late';\n");
+    project.write(
+        "tqsup.yaml",
+        &format!(
+            "php_fpm:\n  read_timeout_ms: 1000\nforward:\n  listen: 127.0.0.1:{}\n\
+             dev:\n  http_listen: 127.0.0.1:{}\n",
+            free_port(),
+            free_port()
+        ),
+    );
+    let (g, url) = start(&project, &[]);
+    get_ok(&url, "/", &g);
+    let (status, ct, body) = http_get(&url, "/slow.php").expect("a response");
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(ct, "text/html; charset=utf-8");
+    assert!(
+        body.contains("timeout: PHP did not answer in time"),
+        "{body}"
+    );
+    stop(g);
+}
