@@ -82,6 +82,11 @@ fn own_paths(base_dir: &Path) -> Vec<PathBuf> {
     own
 }
 
+fn is_ignore_file(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n == ".gitignore" || n == ".ignore")
+}
+
 impl FileWatcher {
     /// Sets up every watch before returning, so a change made after this
     /// returns is seen.
@@ -179,6 +184,25 @@ impl FileWatcher {
         }
     }
 
+    /// Watches the directories below `dir` (itself watched) that are not
+    /// ignored and not yet watched; their files are not changes.
+    fn watch_unwatched(&mut self, dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let sub = e.path();
+            if self.dirs.contains(&sub) {
+                self.watch_unwatched(&sub);
+            } else {
+                self.add_tree(&sub, &mut Vec::new());
+            }
+        }
+    }
+
     /// The changed paths one notify event stands for (after ignore rules),
     /// watching directories that just appeared.
     fn relevant(&mut self, event: Event) -> Vec<PathBuf> {
@@ -208,6 +232,14 @@ impl FileWatcher {
                 // Removed or renamed away: a directory of that name made
                 // later must be watched anew.
                 self.dirs.remove(&path);
+            }
+            if self.gitignore.is_some()
+                && is_ignore_file(&path)
+                && let Some(dir) = path.parent()
+            {
+                // An edited ignore file may un-ignore directories that
+                // were never watched.
+                self.watch_unwatched(dir);
             }
             out.push(path);
         }

@@ -254,6 +254,15 @@ async fn gitignored_paths_trigger_nothing_and_others_still_run_hooks() {
                 })
                 .await;
                 assert!(ran, "a non-ignored file did not run the hook");
+                // Un-ignored by an edit: watched from then on.
+                site.project.write(".gitignore", "*.cache\n");
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                site.project.write("src/generated/later.php", "<?php\n");
+                let ran = eventually(Duration::from_secs(3), || async {
+                    site.count("count") == 2
+                })
+                .await;
+                assert!(ran, "an un-ignored directory did not run the hook");
             } else {
                 assert!(
                     site.count("count") >= 1,
