@@ -26,8 +26,6 @@ use super::http::{Body, Front, text};
 const MAX_UNSIZED_BODY: usize = 64 * 1024 * 1024;
 /// How long a 502 page waits for PHP's last log lines.
 const LOG_GRACE: Duration = Duration::from_millis(150);
-/// How many log lines a 502 page shows.
-const ERROR_LINES: usize = 8;
 
 /// Connects, retrying while php-fpm is not (yet) listening, e.g. during a
 /// restart, until `timeout`.
@@ -132,7 +130,7 @@ async fn error(front: &Front, status: StatusCode, cause: Cause) -> Response<Body
         // PHP's last words travel through php-fpm's master and tqsup's
         // log reader, and may land a moment after the connection dropped.
         tokio::time::sleep(LOG_GRACE).await;
-        lines = recent.last(ERROR_LINES, Duration::from_secs(60));
+        lines = recent.for_error_page();
     }
     let page = error_page::render(status, &cause, &lines);
     let mut resp = text(status, &page);

@@ -15,6 +15,8 @@ use tracing_subscriber::layer::Context;
 
 /// How many lines are kept.
 const KEPT: usize = 40;
+/// How many lines an error page shows at most.
+const PAGE_LINES: usize = 20;
 
 /// A shared ring of recent php-fpm/PHP log lines.
 #[derive(Debug, Clone, Default)]
@@ -47,6 +49,18 @@ impl RecentLines {
             .iter()
             .map(|s| s.to_string())
             .collect()
+    }
+
+    /// What a 502 page shows: the lines of the last minute from the last
+    /// PHP fatal or parse error on (so a long stack trace cannot push the
+    /// error itself out), else the last few.
+    pub fn for_error_page(&self) -> Vec<String> {
+        let recent = self.last(KEPT, Duration::from_secs(60));
+        let start = recent
+            .iter()
+            .rposition(|l| l.contains("PHP Fatal error") || l.contains("PHP Parse error"))
+            .unwrap_or(recent.len().saturating_sub(PAGE_LINES / 2));
+        recent[start..].iter().take(PAGE_LINES).cloned().collect()
     }
 
     /// The layer that fills this ring from the log.
@@ -110,5 +124,32 @@ mod tests {
         assert_eq!(last, ["line 47", "line 48", "line 49"]);
         assert_eq!(ring.last(100, Duration::from_secs(60)).len(), KEPT);
         assert!(ring.last(3, Duration::ZERO).len() <= 3);
+    }
+
+    #[test]
+    fn the_error_page_starts_at_the_last_fatal_error() {
+        let ring = RecentLines::default();
+        for l in [
+            "ready to handle connections",
+            "PHP message: PHP Fatal error: old",
+        ] {
+            ring.push(l.into());
+        }
+        assert_eq!(
+            ring.for_error_page()[0],
+            "PHP message: PHP Fatal error: old"
+        );
+        ring.push("PHP message: PHP Fatal error:  Uncaught Error: boom".into());
+        for i in 0..30 {
+            ring.push(format!("#{i} frame"));
+        }
+        let page = ring.for_error_page();
+        assert_eq!(page.len(), PAGE_LINES);
+        assert!(page[0].ends_with("boom"), "{page:?}");
+        let quiet = RecentLines::default();
+        for i in 0..30 {
+            quiet.push(format!("line {i}"));
+        }
+        assert_eq!(quiet.for_error_page().len(), PAGE_LINES / 2);
     }
 }
