@@ -41,7 +41,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         (0 | 1, _) => "debug".to_string(),
         _ => "trace".to_string(),
     };
-    crate::logging::init(config.log.format, &level);
+    // Dev mode's error pages show the last php-fpm/PHP log lines.
+    let recent = dev.then(crate::dev::RecentLines::default);
+    crate::logging::init(config.log.format, &level, recent.as_ref());
     if notes.legacy {
         tracing::info!(ignored = ?notes.ignored, "legacy TQServer worker.yaml mapped to tqsup's schema");
     }
@@ -49,10 +51,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         .enable_all()
         .thread_name("tqsup")
         .build()?;
-    rt.block_on(run_async(config, dev))
+    rt.block_on(run_async(config, dev, recent))
 }
 
-async fn run_async(config: Config, dev: bool) -> anyhow::Result<u8> {
+async fn run_async(
+    config: Config,
+    dev: bool,
+    recent: Option<crate::dev::RecentLines>,
+) -> anyhow::Result<u8> {
     // Handlers first: a SIGTERM during startup is a stop, not a kill.
     let mut signals = Signals::install()?;
     let root = CancellationToken::new();
@@ -113,10 +119,15 @@ async fn run_async(config: Config, dev: bool) -> anyhow::Result<u8> {
     // dev mode: watcher, hooks, dev HTTP front (Control::Reload = SIGHUP).
     if dev && let Some(endpoint) = &php_endpoint {
         let target = crate::dev::PhpTarget::for_config(&config, endpoint);
+        let diagnostics = crate::dev::Diagnostics {
+            state: Some(state_rx.clone()),
+            recent,
+        };
         let run = crate::dev::run_dev(
             shared.clone(),
             control_tx.clone(),
             target,
+            diagnostics,
             root.child_token(),
         );
         spawn_essential(&tracker, &root, "dev mode", run);

@@ -107,7 +107,11 @@ pub fn load_config(
 
 /// The php-fpm binary for a config.
 pub fn find_binary(config: &Config) -> Result<PhpFpmBinary, discover::NotFound> {
-    discover::discover(config.php_fpm.binary.as_deref(), &SearchEnv::from_process())
+    let env = SearchEnv {
+        project_dir: Some(config.base_dir.clone()),
+        ..SearchEnv::from_process()
+    };
+    discover::discover(config.php_fpm.binary.as_deref(), &env)
 }
 
 /// A stable token for files rendered to be kept or compared (`render`,

@@ -1,4 +1,6 @@
-//! Finding the php-fpm binary (DESIGN §4, "php-fpm discovery").
+//! Finding the php-fpm binary (DESIGN §4, "php-fpm discovery"). With
+//! `binary: auto`, a `.php-version` file in the project (or a parent)
+//! chooses the version, as Symfony CLI does.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -13,9 +15,11 @@ pub struct PhpFpmBinary {
 /// No php-fpm could be found: exit 69 with the install command.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "php-fpm not found ({tried}); fix: install it with `{install}`, or set php_fpm.binary or TQSUP_PHP_FPM to its path"
+    "{what} not found ({tried}); fix: install it with `{install}`, or set php_fpm.binary or TQSUP_PHP_FPM to its path"
 )]
 pub struct NotFound {
+    /// `php-fpm`, or `php-fpm 8.1 (asked for by /p/.php-version)`.
+    pub what: String,
     pub tried: String,
     pub install: String,
 }
@@ -29,6 +33,9 @@ pub struct SearchEnv {
     pub path: Option<OsString>,
     /// Directories searched for `php-fpmX.Y` besides PATH.
     pub sbin_dirs: Vec<PathBuf>,
+    /// The project directory, where (or above which) a `.php-version` file
+    /// may name the PHP version.
+    pub project_dir: Option<PathBuf>,
 }
 
 impl SearchEnv {
@@ -37,8 +44,33 @@ impl SearchEnv {
             override_path: std::env::var_os("TQSUP_PHP_FPM").filter(|v| !v.is_empty()),
             path: std::env::var_os("PATH"),
             sbin_dirs: vec!["/usr/sbin".into(), "/usr/local/sbin".into()],
+            project_dir: None,
         }
     }
+}
+
+/// The `.php-version` in `dir` or its nearest parent that has one, and the
+/// `(major, minor)` it names (`8.1`, `8.1.27`, `php-8.1`; other text: None).
+pub fn php_version_file(dir: &Path) -> Option<(PathBuf, Option<(u32, u32)>)> {
+    let file = dir
+        .ancestors()
+        .map(|d| d.join(".php-version"))
+        .find(|f| f.is_file())?;
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let first = text.lines().next().unwrap_or("").trim();
+    let digits = first.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let mut parts = digits.split('.');
+    let version = (|| {
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts
+            .next()?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()?;
+        Some((major, minor))
+    })();
+    Some((file, version))
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -106,6 +138,36 @@ pub fn discover(configured: Option<&str>, env: &SearchEnv) -> Result<PhpFpmBinar
         tried.push(format!("$TQSUP_PHP_FPM = {}", p.display()));
         return Err(not_found(tried));
     }
+    if let Some((file, version)) = env.project_dir.as_deref().and_then(php_version_file) {
+        let Some((major, minor)) = version else {
+            return Err(NotFound {
+                what: format!(
+                    "a PHP version in {} (write e.g. `8.2` on its first line)",
+                    file.display()
+                ),
+                tried: "reading its first line".into(),
+                install: install_command(),
+            });
+        };
+        let name = format!("php-fpm{major}.{minor}");
+        let found = on_path(&name).or_else(|| {
+            env.sbin_dirs
+                .iter()
+                .map(|d| d.join(&name))
+                .find(|p| is_executable(p))
+        });
+        return match found {
+            Some(path) => Ok(PhpFpmBinary {
+                path,
+                reason: format!("{} asks for PHP {major}.{minor}", file.display()),
+            }),
+            None => Err(NotFound {
+                what: format!("php-fpm {major}.{minor} (asked for by {})", file.display()),
+                tried: format!("tried {name} on PATH, /usr/sbin, /usr/local/sbin"),
+                install: install_command_for(major, minor),
+            }),
+        };
+    }
     if let Some(p) = on_path("php-fpm") {
         return Ok(PhpFpmBinary {
             path: p,
@@ -149,6 +211,7 @@ pub fn discover(configured: Option<&str>, env: &SearchEnv) -> Result<PhpFpmBinar
 
 fn not_found(tried: Vec<String>) -> NotFound {
     NotFound {
+        what: "php-fpm".into(),
         tried: format!("tried {}", tried.join(", ")),
         install: install_command(),
     }
@@ -167,6 +230,21 @@ pub fn install_command() -> String {
         "dnf install php-fpm".into()
     } else {
         "apt-get install php-fpm".into()
+    }
+}
+
+/// The install command for PHP `major.minor`'s php-fpm on this platform
+/// (Debian and Ubuntu name the package `phpX.Y-fpm`).
+pub fn install_command_for(major: u32, minor: u32) -> String {
+    if cfg!(target_os = "macos") {
+        format!("brew install php@{major}.{minor}")
+    } else if Path::new("/etc/alpine-release").exists() {
+        format!("apk add php{major}{minor}-fpm")
+    } else if Path::new("/etc/redhat-release").exists() || Path::new("/etc/fedora-release").exists()
+    {
+        format!("dnf module install php:{major}.{minor}")
+    } else {
+        format!("apt-get install php{major}.{minor}-fpm")
     }
 }
 
@@ -222,5 +300,69 @@ mod tests {
         };
         let err = discover(Some("/nope/php-fpm"), &env).unwrap_err();
         assert!(err.to_string().contains("install"), "{err}");
+    }
+
+    #[test]
+    fn php_version_file_chooses_the_version() {
+        let bin = tempfile::tempdir().unwrap();
+        let v81 = exe(bin.path(), "php-fpm8.1");
+        exe(bin.path(), "php-fpm8.2");
+        exe(bin.path(), "php-fpm");
+        let project = tempfile::tempdir().unwrap();
+        let sub = project.path().join("app/public");
+        std::fs::create_dir_all(&sub).unwrap();
+        let env = SearchEnv {
+            path: Some(bin.path().into()),
+            project_dir: Some(sub.clone()),
+            ..Default::default()
+        };
+        // No file: `php-fpm` on PATH, as before.
+        assert_eq!(
+            discover(None, &env).unwrap().path,
+            bin.path().join("php-fpm")
+        );
+        let file = project.path().join(".php-version");
+        std::fs::write(&file, "8.1.27\n").unwrap();
+        let found = discover(None, &env).unwrap();
+        assert_eq!(found.path, v81);
+        assert!(
+            found.reason.contains(&file.display().to_string()),
+            "{}",
+            found.reason
+        );
+        // An explicit binary wins over the file.
+        assert!(
+            discover(Some("php-fpm8.2"), &env)
+                .unwrap()
+                .path
+                .ends_with("php-fpm8.2")
+        );
+        std::fs::write(&file, "5.6\n").unwrap();
+        let err = discover(None, &env).unwrap_err().to_string();
+        assert!(
+            err.contains("php-fpm 5.6") && err.contains("php5.6-fpm"),
+            "{err}"
+        );
+        std::fs::write(&file, "latest\n").unwrap();
+        assert!(discover(None, &env).is_err());
+    }
+
+    #[test]
+    fn php_version_file_formats() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join(".php-version");
+        for (text, want) in [
+            ("8.3", Some((8, 3))),
+            ("php-7.4\n", Some((7, 4))),
+            (" 8.2.1 ", Some((8, 2))),
+            ("8", None),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            assert_eq!(
+                php_version_file(d.path()),
+                Some((f.clone(), want)),
+                "{text:?}"
+            );
+        }
     }
 }

@@ -117,7 +117,13 @@ impl Site {
         assert_eq!(target.endpoint, *endpoint);
         let (tx, control) = mpsc::channel(16);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run_dev(Arc::new(config), tx, target, shutdown.clone()));
+        let task = tokio::spawn(run_dev(
+            Arc::new(config),
+            tx,
+            target,
+            Default::default(),
+            shutdown.clone(),
+        ));
         let site = Site {
             project,
             php,
@@ -328,3 +334,5 @@ mod demo;
 mod http;
 #[path = "dev/watch.rs"]
 mod watch;
+#[path = "dev/zero_config.rs"]
+mod zero_config;

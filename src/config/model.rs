@@ -193,10 +193,20 @@ pub struct Watch {
     pub paths: Vec<PathBuf>,
     /// Names or globs; a path with any matching component is ignored.
     pub ignore: Vec<String>,
+    /// Also honour `.gitignore`, `.ignore` and `.git/info/exclude`
+    /// (`dev.watch.gitignore`, default true).
+    pub gitignore: bool,
     pub debounce: Duration,
     /// Some: poll at this interval instead of native events.
     pub poll_interval: Option<Duration>,
 }
+
+/// Zero-config dev mode's HTTP front: this address, or the next free port
+/// up to [`ZERO_CONFIG_HTTP_LAST_PORT`].
+pub const ZERO_CONFIG_HTTP_LISTEN: &str = "127.0.0.1:8000";
+pub const ZERO_CONFIG_HTTP_LAST_PORT: u16 = 8010;
+/// Zero-config dev mode's forward listener, relative to the project.
+pub const ZERO_CONFIG_FCGI_SOCKET: &str = ".tqserver/fcgi.sock";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dev {
@@ -204,6 +214,10 @@ pub struct Dev {
     /// Absolute; where dev mode and `print-cmd` render (kept).
     pub config_dir: PathBuf,
     pub http_listen: Option<String>,
+    /// Zero-config dev mode (no config file): `http_listen` is the default
+    /// 127.0.0.1:8000 and, when that port is taken, the next free one up to
+    /// 8010 is used. An `http_listen` from a file is bound exactly.
+    pub http_listen_next_free: bool,
     pub watch: Watch,
     pub hooks: Vec<Hook>,
 }

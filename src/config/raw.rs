@@ -187,6 +187,7 @@ pub struct RawDev {
 pub struct RawWatch {
     pub paths: Field<Vec<String>>,
     pub ignore: Field<Vec<String>>,
+    pub gitignore: Field<bool>,
     pub debounce_ms: Field<u64>,
     pub poll_interval_ms: Field<u64>,
     #[serde(flatten, skip_serializing)]

@@ -286,3 +286,27 @@ fn a_pool_named_global_is_refused() {
     let ps = problems("t.yaml", "php_fpm:\n  pool:\n    name: global\n");
     assert_eq!(keys(&ps), ["php_fpm.pool.name"]);
 }
+
+#[test]
+fn zero_config_dev_defaults() {
+    let base = tempfile::tempdir().unwrap();
+    let c = embedded_default(base.path()).unwrap();
+    assert_eq!(
+        c.forward.listen,
+        Endpoint::Unix(base.path().join(".tqserver/fcgi.sock"))
+    );
+    assert!(c.forward.enabled, "the dev front routes through it");
+    assert_eq!(c.dev.http_listen.as_deref(), Some("127.0.0.1:8000"));
+    assert!(c.dev.http_listen_next_free);
+    assert!(c.dev.watch.gitignore);
+    // A file keeps the documented defaults: no front, TCP 9000, exact bind.
+    let (c, _) = load_text(
+        "tqsup.yaml",
+        "dev: { http_listen: 127.0.0.1:8000, watch: { gitignore: false } }",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.forward.listen, Endpoint::Tcp("127.0.0.1:9000".into()));
+    assert!(!c.dev.http_listen_next_free);
+    assert!(!c.dev.watch.gitignore);
+}

@@ -715,8 +715,15 @@ fn forward(c: &mut Checker, field: &Field<RawForward>) -> Forward {
         "127.0.0.1:9000".to_string(),
         "an address or socket path",
     );
-    let listen = endpoint(c, "forward.listen", &listen_text)
-        .unwrap_or(Endpoint::Tcp("127.0.0.1:9000".into()));
+    let listen = if c.ctx.embedded {
+        // Zero-config dev mode: the dev HTTP front is the way in; a web
+        // server can still be pointed at this socket, and nothing takes
+        // port 9000 from another project.
+        Endpoint::Unix(c.ctx.base_dir.join(ZERO_CONFIG_FCGI_SOCKET))
+    } else {
+        endpoint(c, "forward.listen", &listen_text)
+            .unwrap_or(Endpoint::Tcp("127.0.0.1:9000".into()))
+    };
     let mode_text = c.take(
         "forward.socket_mode",
         &r.socket_mode,
@@ -900,11 +907,13 @@ fn dev(c: &mut Checker, field: &Field<RawDev>) -> Dev {
             "a directory path",
         ),
     );
-    let http_listen = c.opt(
-        "dev.http_listen",
-        &r.http_listen,
-        "host:port, e.g. 127.0.0.1:8000",
-    );
+    let http_listen = c
+        .opt(
+            "dev.http_listen",
+            &r.http_listen,
+            "host:port, e.g. 127.0.0.1:8000",
+        )
+        .or_else(|| c.ctx.embedded.then(|| ZERO_CONFIG_HTTP_LISTEN.to_string()));
     if let Some(h) = &http_listen
         && !matches!(parse_endpoint(base, h), Ok(Endpoint::Tcp(_)))
     {
@@ -930,6 +939,7 @@ fn dev(c: &mut Checker, field: &Field<RawDev>) -> Dev {
             .to_vec(),
         "a list of names or globs",
     );
+    let gitignore = c.take("dev.watch.gitignore", &w.gitignore, true, "true or false");
     for (i, g) in ignore.iter().enumerate() {
         if let Err(e) = globset::Glob::new(g) {
             c.problem(
@@ -949,6 +959,7 @@ fn dev(c: &mut Checker, field: &Field<RawDev>) -> Dev {
     let watch = Watch {
         paths: paths.iter().map(|p| resolve(base, p)).collect(),
         ignore,
+        gitignore,
         debounce,
         poll_interval: (poll > 0).then(|| Duration::from_millis(poll)),
     };
@@ -1038,6 +1049,7 @@ fn dev(c: &mut Checker, field: &Field<RawDev>) -> Dev {
         enabled,
         config_dir,
         http_listen,
+        http_listen_next_free: c.ctx.embedded,
         watch,
         hooks,
     }

@@ -53,6 +53,8 @@ pub struct Front {
     pub connect_timeout: Duration,
     /// Longest silence from php-fpm while a response is open.
     pub read_timeout: Duration,
+    /// What the error pages say about php-fpm.
+    pub diagnostics: super::Diagnostics,
 }
 
 impl Front {
@@ -89,12 +91,35 @@ impl Front {
     }
 }
 
-/// Binds `listen` (host:port).
-pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
+/// Binds `listen` (host:port) exactly; with `next_free` (zero-config dev
+/// mode), a taken port makes it try the next ones, up to `last_port`.
+pub async fn bind(listen: &str, next_free: bool, last_port: u16) -> anyhow::Result<TcpListener> {
     use anyhow::Context as _;
-    TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding dev.http_listen {listen}"))
+    let first = TcpListener::bind(listen).await;
+    let port_taken = |e: &std::io::Error| e.kind() == std::io::ErrorKind::AddrInUse;
+    match first {
+        Ok(l) => return Ok(l),
+        Err(e) if !(next_free && port_taken(&e)) => {
+            return Err(e).with_context(|| {
+                format!("binding dev.http_listen {listen}; fix: stop what listens there or set dev.http_listen to another address")
+            });
+        }
+        Err(_) => {}
+    }
+    let (host, port) = listen
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .with_context(|| format!("dev.http_listen {listen} is not host:port"))?;
+    for p in port.saturating_add(1)..=last_port {
+        match TcpListener::bind((host, p)).await {
+            Ok(l) => return Ok(l),
+            Err(e) if port_taken(&e) => continue,
+            Err(e) => return Err(e).with_context(|| format!("binding {host}:{p}")),
+        }
+    }
+    anyhow::bail!(
+        "ports {port} to {last_port} on {host} are all taken; fix: free one, or set dev.http_listen in a tqsup.yaml"
+    )
 }
 
 /// Serves until `shutdown`, then lets open connections finish (bounded).

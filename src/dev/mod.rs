@@ -10,11 +10,15 @@
 
 mod batch;
 mod cgi;
+mod error_page;
 pub mod fastcgi;
 mod filter;
+mod gitignore;
 mod hooks;
 mod http;
 mod php;
+mod range;
+mod recent;
 mod route;
 mod static_files;
 mod watch;
@@ -31,6 +35,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, Endpoint, Hook};
 use crate::control::Control;
 use filter::{HookSet, IgnoreSet};
+pub use recent::RecentLines;
 
 use batch::schedule;
 
@@ -60,6 +65,19 @@ impl PhpTarget {
     }
 }
 
+/// How many of a batch's paths its log line names.
+const FIRST_PATHS: usize = 3;
+
+/// What the dev front's error pages can tell about php-fpm; both parts
+/// are optional (tests, forward-only mode).
+#[derive(Debug, Clone, Default)]
+pub struct Diagnostics {
+    /// The supervisor's view: not running, restarting, ready.
+    pub state: Option<tokio::sync::watch::Receiver<crate::upstream::PhpFpmState>>,
+    /// The last php-fpm/PHP log lines (filled by a tracing layer).
+    pub recent: Option<RecentLines>,
+}
+
 /// What a batch of changes is checked against; replaced when the config
 /// file changes and still loads.
 struct Batches {
@@ -86,8 +104,15 @@ impl Batches {
             .into_iter()
             .cloned()
             .collect();
+        // Once per batch, however many files it holds.
+        let first: Vec<_> = batch
+            .iter()
+            .take(FIRST_PATHS)
+            .map(|p| p.strip_prefix(&self.base_dir).unwrap_or(p).display())
+            .collect();
         debug!(
             changes = batch.len(),
+            first = ?first,
             hooks = hooks.len(),
             config_changed,
             "batch of changes"
@@ -152,6 +177,7 @@ pub async fn run_dev(
     config: Arc<Config>,
     control: mpsc::Sender<Control>,
     php: PhpTarget,
+    diagnostics: Diagnostics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let dev = &config.dev;
@@ -175,9 +201,26 @@ pub async fn run_dev(
         .context("starting the file watcher")??
     };
     let listener = match &dev.http_listen {
-        Some(listen) => Some(http::bind(listen).await?),
+        Some(listen) => Some(
+            http::bind(
+                listen,
+                dev.http_listen_next_free,
+                crate::config::ZERO_CONFIG_HTTP_LAST_PORT,
+            )
+            .await?,
+        ),
         None => None,
     };
+    // The one line a developer looks for, on stdout, whatever the log does.
+    if let Some(addr) = listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        println!("Serving http://{addr} \u{2014} Ctrl-C to stop");
+    }
+    if config.source.is_none() && config.forward.enabled {
+        println!(
+            "FastCGI for a web server of your own: {}",
+            config.forward.listen
+        );
+    }
     info!(
         paths = ?dev.watch.paths,
         hooks = dev.hooks.len(),
@@ -209,6 +252,7 @@ pub async fn run_dev(
             target: php.endpoint.clone(),
             connect_timeout: config.php_fpm.connect_timeout,
             read_timeout: config.php_fpm.read_timeout,
+            diagnostics,
         });
         tracker.spawn(http::serve(listener, front, shutdown.clone()));
     }

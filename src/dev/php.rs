@@ -1,6 +1,8 @@
 //! One HTTP request run by PHP over FastCGI: parameters, the request body
 //! streamed to FCGI_STDIN, the CGI head mapped to the HTTP response and the
-//! body streamed as PHP flushes; PHP's stderr goes to the log.
+//! body streamed as PHP flushes; PHP's stderr goes to the log. When PHP
+//! cannot answer (502/503/504 from the forward listener, or no answer at
+//! all) the client gets `error_page`'s page instead of a bare status.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,12 +17,15 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::cgi::{self, RequestInfo, Script};
+use super::error_page::{self, Cause};
 use super::fastcgi::{self, Output, ResponseReader};
 use super::http::{Body, Front, text};
 
 /// A request body without a length is read whole (PHP needs
 /// CONTENT_LENGTH), up to this much.
 const MAX_UNSIZED_BODY: usize = 64 * 1024 * 1024;
+/// How long a 502 page waits for PHP's last log lines.
+const LOG_GRACE: Duration = Duration::from_millis(150);
 
 /// Connects, retrying while php-fpm is not (yet) listening, e.g. during a
 /// restart, until `timeout`.
@@ -80,27 +85,17 @@ pub async fn respond(
         document_root: &front.root,
         script: &script,
     });
+    let unreachable = |e: io::Error| {
+        warn!(endpoint = %front.target, error = %e, "php-fpm is not reachable");
+        Cause::Unreachable(format!("{}: {e}", front.target))
+    };
     let conn = match connect(front).await {
         Ok(c) => c,
-        Err(e) => {
-            warn!(endpoint = %front.target, error = %e, "php-fpm is not reachable");
-            return text(
-                StatusCode::BAD_GATEWAY,
-                &format!(
-                    "tqsup dev: php-fpm is not reachable at {}: {e}\n",
-                    front.target
-                ),
-            );
-        }
+        Err(e) => return error(front, StatusCode::BAD_GATEWAY, unreachable(e)).await,
     };
     let (mut writer, reader) = match fastcgi::start(conn, &params).await {
         Ok(halves) => halves,
-        Err(e) => {
-            return text(
-                StatusCode::BAD_GATEWAY,
-                &format!("tqsup dev: php-fpm: {e}\n"),
-            );
-        }
+        Err(e) => return error(front, StatusCode::BAD_GATEWAY, unreachable(e)).await,
     };
     // The body goes up while the response comes down.
     tokio::spawn(async move {
@@ -123,7 +118,43 @@ pub async fn respond(
             debug!(error = %e, "request body not fully sent to php-fpm");
         }
     });
-    read_response(reader, front.read_timeout, script.script_name).await
+    read_response(front, reader, script.script_name).await
+}
+
+/// The error page for `status`; a 502's shows the last PHP log lines.
+async fn error(front: &Front, status: StatusCode, cause: Cause) -> Response<Body> {
+    let mut lines = Vec::new();
+    if status == StatusCode::BAD_GATEWAY
+        && let Some(recent) = &front.diagnostics.recent
+    {
+        // PHP's last words travel through php-fpm's master and tqsup's
+        // log reader, and may land a moment after the connection dropped.
+        tokio::time::sleep(LOG_GRACE).await;
+        lines = recent.for_error_page();
+    }
+    let page = error_page::render(status, &cause, &lines);
+    let mut resp = text(status, &page);
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// Whether a CGI head is the forward listener's own error answer
+/// (`Status` and a bare `Content-Type: text/plain`, maybe `Retry-After`)
+/// rather than a page the application made: PHP adds a charset to any
+/// text type, so an application's 503 page is left alone.
+fn from_forwarder(head: &cgi::Head) -> bool {
+    matches!(head.status.as_u16(), 502..=504)
+        && head.headers.iter().all(|(n, v)| {
+            (n.eq_ignore_ascii_case("content-type") && v == b"text/plain")
+                || n.eq_ignore_ascii_case("retry-after")
+        })
 }
 
 async fn collect_limited(body: Incoming) -> Result<Bytes, Response<Body>> {
@@ -164,10 +195,11 @@ fn log_stderr(b: &[u8], script: &str) {
 }
 
 async fn read_response(
+    front: &Front,
     mut reader: ResponseReader,
-    silence: Duration,
     script: String,
 ) -> Response<Body> {
+    let silence = front.read_timeout;
     let mut head = BytesMut::new();
     let parsed = loop {
         match next_out(&mut reader, silence, &script).await {
@@ -180,21 +212,24 @@ async fn read_response(
                 }
             }
             Ok(Some(Output::End { .. })) | Ok(None) => {
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    "tqsup dev: php-fpm ended the request without a response head\n",
-                );
+                return error(front, StatusCode::BAD_GATEWAY, Cause::Died).await;
             }
             Ok(Some(Output::Stderr(_))) => unreachable!("logged by next_out"),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return error(front, StatusCode::GATEWAY_TIMEOUT, Cause::Timeout).await;
+            }
             Err(e) => {
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("tqsup dev: php-fpm: {e}\n"),
-                );
+                debug!(script, error = %e, "no response head from php-fpm");
+                return error(front, StatusCode::BAD_GATEWAY, Cause::Died).await;
             }
         }
     };
     let (cgi_head, body_at) = parsed;
+    if from_forwarder(&cgi_head) {
+        let state = front.diagnostics.state.as_ref().map(|s| s.borrow().clone());
+        let cause = error_page::cause(cgi_head.status, state.as_ref());
+        return error(front, cgi_head.status, cause).await;
+    }
     let mut resp = Response::builder().status(cgi_head.status);
     for (name, value) in cgi_head.headers {
         let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {

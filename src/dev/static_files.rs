@@ -1,6 +1,6 @@
 //! Static files for the dev HTTP front: content type by extension
-//! (mime_guess), `ETag`/`Last-Modified`, conditional GET (304), streamed
-//! bodies.
+//! (mime_guess), `ETag`/`Last-Modified`, conditional GET (304), single
+//! byte ranges (206/416, see `range`), HEAD, streamed bodies.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,9 +10,10 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::http::{Body, text};
+use super::range::{self, Answer};
 
 /// The validator pair for a file of `len` bytes modified at `mtime`.
 pub fn etag(len: u64, mtime: SystemTime) -> String {
@@ -95,22 +96,59 @@ pub async fn serve(path: &Path, method: &Method, req: &HeaderMap) -> Response<Bo
     }
     builder = builder
         .header(header::CONTENT_TYPE, content_type(path))
-        .header(header::CONTENT_LENGTH, meta.len());
+        .header(header::ACCEPT_RANGES, "bytes");
+    let len = meta.len();
+    let (start, count) = match range::answer(req, len, &tag, mtime) {
+        Answer::Whole => (0, len),
+        Answer::Partial { start, end } => {
+            builder = builder
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
+            (start, end - start + 1)
+        }
+        Answer::Unsatisfiable => {
+            return builder
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                .header(header::CONTENT_LENGTH, 0)
+                .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+                .expect("valid response");
+        }
+    };
+    builder = builder.header(header::CONTENT_LENGTH, count);
     if method == Method::HEAD {
         return builder
             .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
             .expect("valid response");
     }
-    let chunks = futures_util::stream::unfold(Some(file), |file| async move {
-        let mut file = file?;
-        let mut buf = vec![0u8; 64 * 1024];
+    let mut file = file;
+    if start > 0
+        && let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await
+    {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot seek in the file: {e}\n"),
+        );
+    }
+    let chunks = futures_util::stream::unfold((file, count), |(mut file, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; (64 * 1024).min(left as usize)];
         match file.read(&mut buf).await {
-            Ok(0) => None,
+            // Shorter than it was: the file shrank while being sent.
+            Ok(0) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file shrank while being sent",
+                )),
+                (file, 0),
+            )),
             Ok(n) => {
                 buf.truncate(n);
-                Some((Ok(Frame::data(Bytes::from(buf))), Some(file)))
+                Some((Ok(Frame::data(Bytes::from(buf))), (file, left - n as u64)))
             }
-            Err(e) => Some((Err(e), None)),
+            Err(e) => Some((Err(e), (file, 0))),
         }
     });
     builder

@@ -2,8 +2,12 @@
 //! `poll_interval_ms > 0`) over `dev.watch.paths`, one non-recursive watch
 //! per directory so ignored trees (`vendor`, `node_modules`) cost no
 //! watches; new directories are added as they appear. The config file's
-//! directory is watched too, for that file only. Relevant changed paths go
-//! out on a channel to the batcher.
+//! directory is watched too, for that file only. Ignored: `dev.watch.ignore`,
+//! the project's `.gitignore`/`.ignore`/`.git/info/exclude` (unless
+//! `dev.watch.gitignore: false`), and always what tqsup itself writes:
+//! `.tqserver/`, `dev.config_dir`, and its own log file when stdout or
+//! stderr is a file inside the project. Relevant changed paths go out on a
+//! channel to the batcher, unlogged (the batch is logged once).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -16,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::filter::{IgnoreSet, relative};
+use super::gitignore::ProjectIgnores;
 use crate::config::Watch;
 
 /// Raw notify events, from notify's thread to our task.
@@ -38,6 +43,48 @@ pub struct FileWatcher {
     config_dir: PathBuf,
     /// Shared with the batch runner, which replaces it on a config change.
     ignore: Arc<RwLock<IgnoreSet>>,
+    /// The project's ignore files; None with `dev.watch.gitignore: false`.
+    gitignore: Option<ProjectIgnores>,
+    /// Where tqsup writes and must never see as a change: `.tqserver/` and
+    /// its own stdout/stderr when they are regular files (a log written
+    /// into the project would otherwise report itself, line after line).
+    own: Vec<PathBuf>,
+}
+
+/// The regular files tqsup's stdout and stderr go to, if any.
+fn own_log_files() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for fd in [1, 2] {
+        let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{fd}")) else {
+            continue;
+        };
+        if target.is_file() && !out.contains(&target) {
+            out.push(target);
+        }
+    }
+    out
+}
+
+/// `.tqserver/` and tqsup's own log files, with the project directory's
+/// canonical spelling too (readlink gives canonical paths, notify the
+/// configured ones).
+fn own_paths(base_dir: &Path) -> Vec<PathBuf> {
+    let mut own = vec![base_dir.join(".tqserver")];
+    let canonical = base_dir.canonicalize().ok();
+    for log in own_log_files() {
+        if let Some(c) = &canonical
+            && let Ok(rel) = log.strip_prefix(c)
+        {
+            own.push(base_dir.join(rel));
+        }
+        own.push(log);
+    }
+    own
+}
+
+fn is_ignore_file(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n == ".gitignore" || n == ".ignore")
 }
 
 impl FileWatcher {
@@ -69,7 +116,12 @@ impl FileWatcher {
             config_file: config_file.map(Path::to_path_buf),
             config_dir: config_dir.to_path_buf(),
             ignore,
+            gitignore: watch.gitignore.then(|| ProjectIgnores::new(base_dir)),
+            own: own_paths(base_dir),
         };
+        if !w.own.is_empty() {
+            debug!(paths = ?w.own, "never counted as changes (written by tqsup)");
+        }
         for root in &watch.paths {
             if root.is_dir() {
                 w.add_tree(root, &mut Vec::new());
@@ -92,9 +144,15 @@ impl FileWatcher {
         Ok((w, rx))
     }
 
-    fn is_ignored(&self, path: &Path) -> bool {
-        if path.starts_with(&self.config_dir) {
+    fn is_ignored(&mut self, path: &Path) -> bool {
+        if path.starts_with(&self.config_dir) || self.own.iter().any(|o| path.starts_with(o)) {
             return true;
+        }
+        if let Some(g) = &mut self.gitignore {
+            g.changed(path);
+            if g.is_ignored(path, path.is_dir()) {
+                return true;
+            }
         }
         let rel = relative(&self.base_dir, path)
             .or_else(|| self.roots.iter().find_map(|r| path.strip_prefix(r).ok()));
@@ -122,6 +180,25 @@ impl FileWatcher {
                 self.add_tree(&e.path(), files);
             } else {
                 files.push(e.path());
+            }
+        }
+    }
+
+    /// Watches the directories below `dir` (itself watched) that are not
+    /// ignored and not yet watched; their files are not changes.
+    fn watch_unwatched(&mut self, dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let sub = e.path();
+            if self.dirs.contains(&sub) {
+                self.watch_unwatched(&sub);
+            } else {
+                self.add_tree(&sub, &mut Vec::new());
             }
         }
     }
@@ -156,6 +233,14 @@ impl FileWatcher {
                 // later must be watched anew.
                 self.dirs.remove(&path);
             }
+            if self.gitignore.is_some()
+                && is_ignore_file(&path)
+                && let Some(dir) = path.parent()
+            {
+                // An edited ignore file may un-ignore directories that
+                // were never watched.
+                self.watch_unwatched(dir);
+            }
             out.push(path);
         }
         out
@@ -179,7 +264,6 @@ impl FileWatcher {
             match event {
                 Ok(event) => {
                     for path in self.relevant(event) {
-                        debug!(path = %path.display(), "changed");
                         if out.send(path).is_err() {
                             return;
                         }

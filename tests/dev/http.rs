@@ -173,3 +173,81 @@ async fn editing_index_php_changes_the_next_response() {
     })
     .await;
 }
+
+/// Byte ranges on a 10 MiB file: the first bytes, a middle slice, a
+/// suffix, an open range, one past the end (416), several ranges (the
+/// whole file), HEAD, and If-Range with a stale and a current ETag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_answer_range_requests() {
+    with_timeout(async {
+        let site = Site::start(NO_HOOKS).await;
+        const LEN: usize = 10 * 1024 * 1024;
+        let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+        let file = site.project.join("public/big.bin");
+        std::fs::write(&file, &data).unwrap();
+        common::set_mode(&file, 0o644);
+        let port = site.port;
+        let get = |range: &str, extra: &str| {
+            let head = format!("GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: {range}\r\n{extra}\r\n");
+            async move { request(port, &head, b"").await }
+        };
+
+        let r = get("bytes=0-99", "").await;
+        assert_eq!(r.status, 206);
+        assert_eq!(
+            r.header("content-range"),
+            Some(&*format!("bytes 0-99/{LEN}"))
+        );
+        assert_eq!(r.header("content-length"), Some("100"));
+        assert_eq!(r.body, &data[..100]);
+
+        let (a, b) = (5_000_000, 5_999_999);
+        let r = get(&format!("bytes={a}-{b}"), "").await;
+        assert_eq!(r.status, 206);
+        assert_eq!(
+            r.header("content-range"),
+            Some(&*format!("bytes {a}-{b}/{LEN}"))
+        );
+        assert_eq!(r.body, &data[a..=b]);
+
+        let r = get("bytes=-1000", "").await;
+        assert_eq!(r.status, 206);
+        let from = LEN - 1000;
+        assert_eq!(
+            r.header("content-range"),
+            Some(&*format!("bytes {from}-{}/{LEN}", LEN - 1))
+        );
+        assert_eq!(r.body, &data[from..]);
+
+        let r = get(&format!("bytes={}-", LEN - 10), "").await;
+        assert_eq!(r.status, 206);
+        assert_eq!(r.body, &data[LEN - 10..]);
+
+        let r = get(&format!("bytes={LEN}-"), "").await;
+        assert_eq!(r.status, 416);
+        assert_eq!(r.header("content-range"), Some(&*format!("bytes */{LEN}")));
+        assert!(r.body.is_empty());
+
+        let r = get("bytes=0-1,10-11", "").await;
+        assert_eq!(r.status, 200, "several ranges: the whole file");
+        assert_eq!(r.body.len(), LEN);
+
+        let head = "HEAD /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n";
+        let r = request(site.port, head, b"").await;
+        assert_eq!(r.status, 206);
+        assert_eq!(r.header("content-length"), Some("10"));
+        assert!(r.body.is_empty());
+
+        let whole = site.get("/big.bin").await;
+        assert_eq!(whole.status, 200);
+        assert_eq!(whole.header("accept-ranges"), Some("bytes"));
+        let etag = whole.header("etag").unwrap().to_string();
+        let r = get("bytes=0-9", &format!("If-Range: {etag}\r\n")).await;
+        assert_eq!(r.status, 206);
+        let r = get("bytes=0-9", "If-Range: \"stale\"\r\n").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), LEN);
+        site.stop().await;
+    })
+    .await;
+}

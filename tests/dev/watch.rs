@@ -223,3 +223,54 @@ async fn the_rendered_config_dir_never_triggers_hooks() {
     })
     .await;
 }
+
+/// 100 writes into a `.gitignore`d directory that a hook's glob covers:
+/// no batch, no hook run. A file beside it still runs the hook; with
+/// `dev.watch.gitignore: false` the same directory does too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitignored_paths_trigger_nothing_and_others_still_run_hooks() {
+    with_timeout(async {
+        for honour in [true, false] {
+            let hooks = hook("count", "echo run >> .tqserver/count", "src/**", "none");
+            let watch = if honour { "" } else { "    gitignore: false\n" };
+            let site = Site::start_with(&hooks, watch).await;
+            site.project
+                .write(".gitignore", "/src/generated/\n*.cache\n");
+            // The edited .gitignore is read again at its own change event.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            for i in 0..100 {
+                site.project.write(
+                    &format!("src/generated/f{}.php", i % 7),
+                    &format!("<?php // {i}\n"),
+                );
+            }
+            site.project.write("src/x.cache", "1");
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            if honour {
+                assert_eq!(site.count("count"), 0, "ignored writes ran the hook");
+                site.project.write("src/a.php", "<?php // a\n");
+                let ran = eventually(Duration::from_secs(3), || async {
+                    site.count("count") == 1
+                })
+                .await;
+                assert!(ran, "a non-ignored file did not run the hook");
+                // Un-ignored by an edit: watched from then on.
+                site.project.write(".gitignore", "*.cache\n");
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                site.project.write("src/generated/later.php", "<?php\n");
+                let ran = eventually(Duration::from_secs(3), || async {
+                    site.count("count") == 2
+                })
+                .await;
+                assert!(ran, "an un-ignored directory did not run the hook");
+            } else {
+                assert!(
+                    site.count("count") >= 1,
+                    "with gitignore: false the directory is watched"
+                );
+            }
+            site.stop().await;
+        }
+    })
+    .await;
+}
