@@ -148,6 +148,21 @@ pub struct Forward {
     /// PARAMS buffered across all connections; more gets a 503.
     pub params_buffer_total: usize,
     pub health: Health,
+    /// Requests matching a lane hold at most its `max` pooled connections.
+    pub lanes: Vec<Lane>,
+}
+
+/// A lane (`forward.lanes`): the requests whose SCRIPT_NAME or REQUEST_URI
+/// match hold at most `max` pooled connections at once, with a FIFO queue
+/// of their own; the rest of the pool stays free for everything else.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lane {
+    pub name: String,
+    /// A glob (`*`, `?`, `[`…`]`) matched against the whole path, or else
+    /// a prefix.
+    pub matches: String,
+    pub max: u32,
+    pub queue_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

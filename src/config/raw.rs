@@ -140,6 +140,19 @@ pub struct RawForward {
     pub params_buffer_bytes: Field<u64>,
     pub params_buffer_total_bytes: Field<u64>,
     pub health: Field<RawHealth>,
+    pub lanes: Field<Vec<RawLane>>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RawLane {
+    pub name: Field<String>,
+    #[serde(rename = "match")]
+    pub matches: Field<String>,
+    pub max: Field<u32>,
+    pub queue_timeout_ms: Field<u64>,
     #[serde(flatten, skip_serializing)]
     pub unknown: Unknown,
 }

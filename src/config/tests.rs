@@ -310,3 +310,36 @@ fn zero_config_dev_defaults() {
     assert!(!c.dev.http_listen_next_free);
     assert!(!c.dev.watch.gitignore);
 }
+
+#[test]
+fn lanes_are_validated_by_key() {
+    let (c, _) = load_text(
+        "t.yaml",
+        "php_fpm:\n  pool:\n    type: static\n    max_children: 8\nforward:\n  queue_timeout_ms: 7000\n  lanes:\n    - { name: export, match: \"/export/*\", max: 1 }\n    - { name: report, match: /report.php, max: 2, queue_timeout_ms: 60000 }\n",
+        &[],
+    )
+    .unwrap();
+    let l = &c.forward.lanes;
+    assert_eq!((l[0].name.as_str(), l[0].max), ("export", 1));
+    assert_eq!(
+        l[0].queue_timeout,
+        std::time::Duration::from_millis(7000),
+        "inherits"
+    );
+    assert_eq!(l[1].queue_timeout, std::time::Duration::from_millis(60000));
+    let ps = problems(
+        "t.yaml",
+        "php_fpm:\n  pool:\n    type: static\n    max_children: 4\nforward:\n  lanes:\n    - { name: a, match: \"/a/[\", max: 1 }\n    - { name: a, match: x, max: 0 }\n    - { name: big, match: /b, max: 5, color: red }\n",
+    );
+    assert_eq!(
+        keys(&ps),
+        [
+            "forward.lanes[0].match",
+            "forward.lanes[1].name",
+            "forward.lanes[1].match",
+            "forward.lanes[1].max",
+            "forward.lanes[2].color",
+            "forward.lanes[2].max",
+        ]
+    );
+}

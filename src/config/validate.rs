@@ -282,6 +282,18 @@ pub fn validate(
         listen.and_then(|l| endpoint(&mut c, "admin.listen", &l))
     };
     let log = log(&mut c, &raw.log);
+    for (i, lane) in forward.lanes.iter().enumerate() {
+        if lane.max > php_fpm.pool_size {
+            c.problem(
+                &format!("forward.lanes[{i}].max"),
+                format!(
+                    "({}) is more than php_fpm.pool_size ({}): the lane could take the whole pool and more",
+                    lane.max, php_fpm.pool_size
+                ),
+                "make it smaller than the pool, leaving connections for everything else",
+            );
+        }
+    }
     if c.problems.is_empty() {
         Ok(Config {
             source,
@@ -826,7 +838,77 @@ fn forward(c: &mut Checker, field: &Field<RawForward>) -> Forward {
         params_buffer: usize::try_from(params_buffer).unwrap_or(usize::MAX),
         params_buffer_total: usize::try_from(params_buffer_total).unwrap_or(usize::MAX),
         health,
+        lanes: lanes(c, &r.lanes, queue_timeout),
     }
+}
+
+fn lanes(c: &mut Checker, field: &Field<Vec<RawLane>>, queue_timeout: Duration) -> Vec<Lane> {
+    let raw = c.take("forward.lanes", field, Vec::new(), "a list of lanes");
+    let mut names = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (i, l) in raw.iter().enumerate() {
+        let k = format!("forward.lanes[{i}]");
+        c.unknown::<RawLane>(&k, &l.unknown);
+        let name = c.take(
+            &format!("{k}.name"),
+            &l.name,
+            format!("lane{}", i + 1),
+            "a name",
+        );
+        if !name_ok(&name) {
+            c.problem(
+                &format!("{k}.name"),
+                format!("`{name}` is not a simple name"),
+                "use letters, digits, `_`, `.` and `-` (it becomes a metric label)",
+            );
+        } else if !names.insert(name.clone()) {
+            c.problem(
+                &format!("{k}.name"),
+                format!("`{name}` is used by another lane"),
+                "give each lane its own name",
+            );
+        }
+        let matches = c.take(
+            &format!("{k}.match"),
+            &l.matches,
+            String::new(),
+            "a path glob or prefix",
+        );
+        if !matches.starts_with('/') {
+            c.problem(
+                &format!("{k}.match"),
+                format!("`{matches}` does not start with `/`"),
+                "match on the path as SCRIPT_NAME or REQUEST_URI has it, e.g. \"/export/*\" or \"/report.php\"",
+            );
+        } else if let Err(e) = globset::Glob::new(&matches) {
+            c.problem(
+                &format!("{k}.match"),
+                format!("`{matches}` is not a valid glob: {e}"),
+                "fix the pattern",
+            );
+        }
+        let max = c.take(&format!("{k}.max"), &l.max, 0, "a whole number ≥ 1");
+        if max == 0 {
+            c.problem(
+                &format!("{k}.max"),
+                "is 0 (or missing): the lane's requests could never run",
+                "set how many pooled connections the lane may hold at once, e.g. 1",
+            );
+        }
+        let queue = c.ms(
+            &format!("{k}.queue_timeout_ms"),
+            &l.queue_timeout_ms,
+            u64::try_from(queue_timeout.as_millis()).unwrap_or(u64::MAX),
+            0,
+        );
+        out.push(Lane {
+            name,
+            matches,
+            max,
+            queue_timeout: queue,
+        });
+    }
+    out
 }
 
 fn supervisor(c: &mut Checker, field: &Field<RawSupervisor>) -> Supervisor {
