@@ -140,7 +140,9 @@ fn rootfs_tarball() -> Result<PathBuf, String> {
     std::fs::create_dir_all(work_dir()).unwrap();
     let mirror = mirror();
     let started = Instant::now();
-    eprintln!("debootstrap {SUITE} from {mirror} (first run only; takes minutes)");
+    say(&format!(
+        "package test: debootstrap {SUITE} from {mirror} (first run only; takes minutes)"
+    ));
     let o = run(
         Command::new("debootstrap")
             .arg("--variant=minbase")
@@ -170,7 +172,10 @@ fn rootfs_tarball() -> Result<PathBuf, String> {
         }
         panic!("{}\n{log}", text("debootstrap", &o));
     }
-    eprintln!("debootstrap took {:?}", started.elapsed());
+    say(&format!(
+        "package test: debootstrap took {:?}",
+        started.elapsed()
+    ));
     let partial = tarball.with_extension("tar.partial");
     let o = run(
         Command::new("tar")
@@ -279,9 +284,15 @@ impl Drop for Root {
     }
 }
 
+/// A line on the real stderr: libtest captures `eprintln!` of passing
+/// tests, and a skip or the timings must be seen.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 fn skip(why: &str) {
-    eprintln!("SKIPPED package test: {why}");
-    println!("SKIPPED package test: {why}");
+    say(&format!("SKIPPED package test: {why}"));
 }
 
 /// Every packaged file with its mode and owner.
@@ -470,10 +481,10 @@ fn the_deb_installs_into_a_clean_debian_12_and_works_there() {
             .exists()
     );
 
-    eprintln!(
+    say(&format!(
         "package test: root filesystem {t_rootfs:?}, package {t_package:?}, total {:?}",
         started.elapsed()
-    );
+    ));
 }
 
 /// The install sections of README.md and docs/DEPLOYMENT.md start with the
