@@ -45,11 +45,31 @@ pub enum Command {
     },
     /// Write php-fpm.conf and pool.d/<pool>.conf to DIR, or print them.
     Render {
+        /// Write the files into DIR (made 0700, files 0600) instead of printing them.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
     /// Validate the config and run `php-fpm -t` on the rendered files.
     Check,
+    /// Write the man page or shell completions into OUTDIR (packaging).
+    #[command(hide = true, subcommand)]
+    Generate(Generate),
+}
+
+/// What `tqsup generate` writes (see [`crate::generate`]).
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// tqsup.8
+    Man {
+        #[arg(value_name = "OUTDIR")]
+        out: PathBuf,
+    },
+    /// tqsup.bash, _tqsup, tqsup.fish, …
+    Completions {
+        shell: clap_complete::Shell,
+        #[arg(value_name = "OUTDIR")]
+        out: PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -83,6 +103,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::PrintCmd { explain } => print_cmd(cli.config.as_deref(), explain),
         Command::Render { out } => render_cmd(cli.config.as_deref(), out),
         Command::Check => check(cli.config.as_deref()),
+        Command::Generate(what) => {
+            let path = match what {
+                Generate::Man { out } => crate::generate::man_page(&out)?,
+                Generate::Completions { shell, out } => crate::generate::completions(shell, &out)?,
+            };
+            println!("{}", path.display());
+            Ok(exit::OK)
+        }
     }
 }
 
