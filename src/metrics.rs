@@ -32,6 +32,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaneLabel {
+    lane: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -136,6 +141,11 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     queue_wait: Histogram,
     request_duration: Histogram,
+    /// Per lane (`forward.lanes`): requests that entered it, requests
+    /// waiting in its queue, and how long they waited.
+    lane_requests: Family<LaneLabel, Counter>,
+    lane_queue_depth: Family<LaneLabel, Gauge>,
+    lane_queue_wait: Family<LaneLabel, Histogram>,
     /// Open upstream connections, and how many of them are idle in the pool.
     pub upstream_open: Gauge,
     pub upstream_idle: Gauge,
@@ -191,6 +201,11 @@ impl Metrics {
             queue_depth: Gauge::default(),
             queue_wait: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             request_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+            lane_requests: Family::default(),
+            lane_queue_depth: Family::default(),
+            lane_queue_wait: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
             upstream_open: Gauge::default(),
             upstream_idle: Gauge::default(),
             upstream_busy: Gauge::default(),
@@ -223,6 +238,22 @@ impl Metrics {
             "forward_queue_depth",
             "Requests waiting for a free php-fpm connection",
             m.queue_depth.clone(),
+        );
+        r.register(
+            "forward_lane_requests",
+            "Requests that entered a lane (forward.lanes)",
+            m.lane_requests.clone(),
+        );
+        r.register(
+            "forward_lane_queue_depth",
+            "Requests waiting in a lane's queue",
+            m.lane_queue_depth.clone(),
+        );
+        r.register_with_unit(
+            "forward_lane_queue_wait",
+            "Time requests waited in a lane's queue",
+            Unit::Seconds,
+            m.lane_queue_wait.clone(),
         );
         r.register_with_unit(
             "forward_queue_wait",
@@ -411,6 +442,22 @@ impl Metrics {
         let g = gauge(self);
         g.inc();
         GaugeGuard(g)
+    }
+
+    /// A request joined (`+1`) or left (`-1`) lane `lane`'s queue.
+    pub fn lane_queued(&self, lane: &str, delta: i64) {
+        self.lane_queue_depth
+            .get_or_create(&LaneLabel { lane: lane.into() })
+            .inc_by(delta);
+    }
+
+    /// A request entered lane `lane` after waiting `waited`.
+    pub fn lane_entered(&self, lane: &str, waited: Duration) {
+        let label = LaneLabel { lane: lane.into() };
+        self.lane_requests.get_or_create(&label).inc();
+        self.lane_queue_wait
+            .get_or_create(&label)
+            .observe(waited.as_secs_f64());
     }
 
     pub fn queue_waited(&self, waited: Duration) {

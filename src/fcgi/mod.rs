@@ -9,6 +9,7 @@ mod connection;
 pub mod exchange;
 pub mod health;
 pub mod io;
+pub mod lanes;
 pub mod listener;
 pub mod peer;
 pub mod pool;

@@ -24,6 +24,7 @@ pub use super::backend::Backend;
 use super::backend::{BusyGuard, Held, Holder, Idle};
 use super::breaker::Breaker;
 use super::io::Stream;
+use super::lanes::{LaneGate, LanePermit};
 use crate::config::Endpoint;
 use crate::metrics::{self, GaugeGuard};
 use crate::upstream::PhpFpmState;
@@ -83,11 +84,22 @@ pub struct Lease {
     open: GaugeGuard,
     /// Counts it in `upstream_connections_busy`.
     _busy_gauge: GaugeGuard,
+    /// The room this request holds in its lane, if it has one.
+    lane: Option<LanePermit>,
 }
 
 impl Lease {
     pub fn stream(&self) -> &Stream {
         &self.conn
+    }
+
+    /// Moves the lane room to another lease (a replay's).
+    pub fn take_lane(&mut self) -> Option<LanePermit> {
+        self.lane.take()
+    }
+
+    pub fn set_lane(&mut self, lane: Option<LanePermit>) {
+        self.lane = lane;
     }
 
     /// The php-fpm instance this connection goes to.
@@ -326,6 +338,16 @@ impl UpstreamPool {
     /// Waits (FIFO, until `deadline`) for a connection to the current
     /// php-fpm. While php-fpm restarts or reloads, waits for the next one.
     pub async fn acquire(&self, deadline: Instant) -> Result<Lease, AcquireError> {
+        self.acquire_in(deadline, None).await
+    }
+
+    /// [`acquire`](Self::acquire) for a request of `lane`: it first waits
+    /// (FIFO, until `deadline`) for room in the lane, then for a connection.
+    pub async fn acquire_in(
+        &self,
+        deadline: Instant,
+        lane: Option<&LaneGate>,
+    ) -> Result<Lease, AcquireError> {
         if !self
             .inner
             .breaker
@@ -336,9 +358,16 @@ impl UpstreamPool {
             return Err(AcquireError::BreakerOpen);
         }
         let queued = metrics::global().hold(|m| &m.queue_depth);
+        let room = match lane {
+            Some(l) => Some(l.enter(deadline).await.ok_or(AcquireError::QueueTimeout)?),
+            None => None,
+        };
         let r = self.lease(deadline, None).await;
         drop(queued);
-        r
+        r.map(|mut lease| {
+            lease.lane = room;
+            lease
+        })
     }
 
     /// A fresh connection for a replay, to a php-fpm other than `not` when
@@ -387,6 +416,7 @@ impl UpstreamPool {
                     served: i.served,
                     open: i.open,
                     _busy_gauge: m.hold(|m| &m.upstream_busy),
+                    lane: None,
                 });
             }
             loop {
@@ -403,6 +433,7 @@ impl UpstreamPool {
                             served: 0,
                             open: m.hold(|m| &m.upstream_open),
                             _busy_gauge: m.hold(|m| &m.upstream_busy),
+                            lane: None,
                         });
                     }
                     Err(e) if is_saturation(&e) => {

@@ -336,3 +336,32 @@ async fn failures_of_a_replaced_php_fpm_never_count() {
         "breaker still closed"
     );
 }
+
+#[tokio::test]
+async fn a_lane_takes_at_most_its_max_and_leaves_the_rest_of_the_pool_free() {
+    let b = server();
+    let (_tx, rx) = Publisher::new(ready(1, &b.path, 3));
+    let pool = UpstreamPool::new(rx, settings());
+    let lanes = crate::fcgi::lanes::Lanes::new(&[crate::config::Lane {
+        name: "export".into(),
+        matches: "/export/*".into(),
+        max: 1,
+        queue_timeout: Duration::from_secs(1),
+    }]);
+    let export = lanes.get(0).unwrap();
+    let held = pool.acquire_in(soon(500), Some(export)).await.unwrap();
+    // A second export request waits in the lane's queue, then times out…
+    assert!(matches!(
+        pool.acquire_in(soon(100), Some(export)).await,
+        Err(AcquireError::QueueTimeout)
+    ));
+    // …while everything else still gets the pool's other connections.
+    let a = pool.acquire(soon(100)).await.unwrap();
+    let b2 = pool.acquire(soon(100)).await.unwrap();
+    assert_eq!(export.in_use(), 1);
+    held.release();
+    assert_eq!(export.in_use(), 0, "given back with the connection");
+    let again = pool.acquire_in(soon(500), Some(export)).await.unwrap();
+    assert!(again.reused);
+    drop((a, b2));
+}
