@@ -193,7 +193,7 @@ async fn prepare(
     dev: bool,
 ) -> anyhow::Result<(RuntimeDir, Setup)> {
     let binary = cli::find_binary(config)?;
-    let identity = render::resolve_identity(config, dev);
+    let identity = render::checked_identity(config, dev)?;
     if let Some(note) = &identity.note {
         if identity.allow_root {
             // The pool runs PHP as root: worth a warning (DESIGN §4).

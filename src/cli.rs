@@ -175,7 +175,7 @@ fn print_cmd(explicit: Option<&Path>, explain: bool) -> anyhow::Result<u8> {
     // What `run` would do: dev mode only when the config enables it
     // (`run --dev` prints its command itself at start).
     let dev = config.dev.enabled;
-    let identity = render::resolve_identity(&config, dev);
+    let identity = render::checked_identity(&config, dev)?;
     let dir = private_dir(&config.dev.config_dir)?;
     let files = render::render(&config, &stable_paths(&config), &identity, &dir, dev)?;
     let written = files.write()?;
@@ -225,7 +225,7 @@ fn explain_lines(
 
 fn render_cmd(explicit: Option<&Path>, out: Option<PathBuf>) -> anyhow::Result<u8> {
     let (config, _) = load_config(explicit, true)?;
-    let identity = render::resolve_identity(&config, false);
+    let identity = render::checked_identity(&config, false)?;
     match out {
         Some(out) => {
             refuse_foreign_dir(&out)?;
@@ -278,7 +278,7 @@ fn check(explicit: Option<&Path>) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     let binary = find_binary(&config)?;
-    let identity = render::resolve_identity(&config, config.dev.enabled);
+    let identity = render::checked_identity(&config, config.dev.enabled)?;
     let tmp = tempfile::Builder::new()
         .prefix("tqsup-check-")
         .tempdir()

@@ -412,6 +412,20 @@ fn unreadable(root: &Path, uid: u32, gids: &[u32]) -> Option<(PathBuf, &'static 
     (!allowed(&root, 0o5)).then(|| (root.clone(), "read and search (r-x) permission"))
 }
 
+/// [`resolve_identity`], refusing to run PHP as root outside dev mode
+/// unless `php_fpm.allow_root` says it is meant (php-fpm's `-R`).
+pub fn checked_identity(config: &Config, dev: bool) -> anyhow::Result<Identity> {
+    let identity = resolve_identity(config, dev);
+    if identity.allow_root && !dev && !config.php_fpm.allow_root {
+        return Err(crate::exit::Fatal::new(
+            crate::exit::CONFIG,
+            "php_fpm.user: root would run every PHP request as root (php-fpm's -R); fix: set an unprivileged php_fpm.user (e.g. www-data), or set php_fpm.allow_root: true if that is really meant",
+        )
+        .into());
+    }
+    Ok(identity)
+}
+
 pub fn resolve_identity(config: &Config, dev: bool) -> Identity {
     use nix::unistd::{Gid, Group, Uid, User};
     let php = &config.php_fpm;

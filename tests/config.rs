@@ -406,3 +406,20 @@ fn a_missing_config_file_names_its_cause_once() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+/// `user: root` outside dev mode would run PHP as root with php-fpm's -R:
+/// refused (exit 78) unless `php_fpm.allow_root: true` says it is meant.
+#[test]
+fn a_root_pool_outside_dev_mode_needs_allow_root() {
+    let p = project_with("php_fpm:\n  user: root\n");
+    let o = tq(&["check"], p.path());
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("php_fpm.user") && err.contains("php_fpm.allow_root: true"),
+        "{err}"
+    );
+    let p = project_with("php_fpm:\n  user: root\n  allow_root: true\n");
+    let o = tq(&["check"], p.path());
+    assert!(o.status.success(), "{}", text(&o));
+}

@@ -113,6 +113,9 @@ pub struct PhpFpm {
     pub document_root: PathBuf,
     pub user: Option<String>,
     pub group: Option<String>,
+    /// `user: root` outside dev mode runs PHP as root (php-fpm's `-R`):
+    /// refused unless this says it is meant.
+    pub allow_root: bool,
     pub settings: BTreeMap<String, PhpSetting>,
     /// `env[K] = V`, tqsup's own `PHP_*` variables included (config wins).
     pub env: BTreeMap<String, String>,

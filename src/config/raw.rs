@@ -100,6 +100,7 @@ pub struct RawPhpFpm {
     pub document_root: Field<String>,
     pub user: Field<String>,
     pub group: Field<String>,
+    pub allow_root: Field<bool>,
     pub settings: Field<BTreeMap<String, Scalar>>,
     pub env: Field<BTreeMap<String, Scalar>>,
     pub pool: Field<RawPool>,

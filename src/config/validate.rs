@@ -466,6 +466,7 @@ fn php_fpm(c: &mut Checker, field: &Field<RawPhpFpm>) -> PhpFpm {
     };
     let user = ids("php_fpm.user", &r.user);
     let group = ids("php_fpm.group", &r.group);
+    let allow_root = c.take("php_fpm.allow_root", &r.allow_root, false, "true or false");
     let settings = settings(c, &r.settings);
     let env = env(c, &r.env);
     PhpFpm {
@@ -481,6 +482,7 @@ fn php_fpm(c: &mut Checker, field: &Field<RawPhpFpm>) -> PhpFpm {
         document_root,
         user,
         group,
+        allow_root,
         settings,
         env,
         pool,

@@ -57,7 +57,7 @@ pub async fn prepare(
         );
     }
     let binary = crate::cli::find_binary(&config)?;
-    let identity = render::resolve_identity(&config, dev);
+    let identity = render::checked_identity(&config, dev)?;
     let stage = crate::runtime_dir::staging_beside(dir)?;
     let staged = render::render(&config, paths, &identity, stage.path(), dev)?;
     staged.write()?;
