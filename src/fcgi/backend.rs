@@ -139,6 +139,11 @@ impl Children {
         }
     }
 
+    /// Whether `pid` was asked to quit.
+    pub fn asked_to_quit(&self, pid: u32) -> bool {
+        self.recycling.lock().unwrap().get(&pid) == Some(&true)
+    }
+
     /// `pid` is gone.
     pub fn forget(&self, pid: u32) {
         self.recycling.lock().unwrap().remove(&pid);

@@ -114,7 +114,7 @@ pub struct Supervisor {
     reload_pending: Option<String>,
     /// Old php-fpm instances finishing their requests before they stop.
     retiring: TaskTracker,
-    /// Once a second while tqsup recycles children (`recycle.rs`).
+    /// Twice a second: tqsup's look at its children (`recycle.rs`).
     recycle: Interval,
 }
 
@@ -150,7 +150,7 @@ impl Supervisor {
             reload: None,
             reload_pending: None,
             retiring: TaskTracker::new(),
-            recycle: tokio::time::interval(Duration::from_secs(1)),
+            recycle: tokio::time::interval(Duration::from_millis(500)),
         })
     }
 

@@ -1,7 +1,7 @@
 //! Graceful worker recycling beyond `pm.max_requests` (DESIGN §6):
 //! `pool.max_memory_mb` and `pool.max_lifetime_ms`.
 //!
-//! Once a second the pool's workers are read from /proc: their private
+//! Twice a second the pool's workers are read from /proc: their private
 //! memory — `RssAnon` from /proc/PID/status, one small read: PHP's heap and
 //! the chunks its allocator keeps cached after a big request are anonymous
 //! private memory, while opcache and the binary are shared (`RssShmem`,
@@ -14,7 +14,7 @@
 //! it is idle now, after its request otherwise), and only when the child
 //! holds no connection does it get SIGQUIT (a php-fpm child finishes its
 //! request first; this one has none). php-fpm's master starts a fresh one.
-//! One child at a time, so capacity never drops by more than one.
+//! At most a quarter of the pool waits to quit at a time.
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -38,25 +38,32 @@ impl Reason {
     }
 }
 
-/// One look at the pool: starts recycling a child over its limits (when
-/// none is being recycled), asks a recycled child that holds no connection
-/// to quit, forgets the ones that are gone.
+/// One look at the pool: asks recycled children that hold no connection
+/// to quit, forgets the ones that are gone, and starts recycling children
+/// over a limit — at most a quarter of the pool (at least one) waiting to
+/// quit at a time, so capacity never drops by more than that.
 pub fn tick(backend: &Backend, pool: &Pool) {
     let Some(children) = backend.children() else {
         return;
     };
+    let mut waiting = 0;
     for pid in children.recycling() {
         if !alive(pid) {
             children.forget(pid);
         } else if children.ready_to_quit(pid) {
-            tracing::debug!(pid, "recycled php-fpm child holds no connection; SIGQUIT");
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGQUIT);
+            quit(pid);
+        } else if !children.asked_to_quit(pid) {
+            waiting += 1;
         }
     }
-    if !children.recycling().is_empty() {
-        return;
-    }
+    let limit = (backend.pool_size / 4).max(1) as usize;
     for pid in children.workers() {
+        if waiting >= limit {
+            return;
+        }
+        if children.is_recycling(pid) {
+            continue;
+        }
         let Some((reason, rss_kb, age)) = over_limit(pid, pool) else {
             continue;
         };
@@ -71,8 +78,19 @@ pub fn tick(backend: &Backend, pool: &Pool) {
             held,
             "recycling a php-fpm child: no new request goes to it; it quits after its current one"
         );
-        return;
+        if children.ready_to_quit(pid) {
+            quit(pid);
+        } else {
+            waiting += 1;
+        }
     }
+}
+
+/// SIGQUIT: php-fpm's child finishes its request (it has none: it holds
+/// no connection of tqsup's) and exits; the master starts a fresh one.
+fn quit(pid: u32) {
+    tracing::debug!(pid, "recycled php-fpm child holds no connection; SIGQUIT");
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGQUIT);
 }
 
 /// Marks `pid` and closes its idle connection now.
