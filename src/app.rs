@@ -14,11 +14,12 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::control::Control;
 use crate::exit::{self, Fatal};
+use crate::generation::Generation;
+use crate::render;
 use crate::runtime_dir::RuntimeDir;
 use crate::signals::{Signal, Signals};
-use crate::supervisor::{self, Outcome, Setup, Supervisor, child, reload::Generation};
+use crate::supervisor::{self, Outcome, Setup, Supervisor, child};
 use crate::upstream::{InternalPaths, PhpFpmState};
-use crate::{cli, render};
 
 /// What `tqsup run` was asked to do.
 #[derive(Debug, Clone)]
@@ -34,7 +35,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     if let Some(code) = child::guard_main_if_requested() {
         return Ok(code);
     }
-    let (config, notes) = cli::load_config(args.config.as_deref(), args.dev)?;
+    let (config, notes) = crate::config::load_or_default(args.config.as_deref(), args.dev)?;
     let dev = args.dev || config.dev.enabled;
     let level = match (args.verbose, dev) {
         (0, false) => config.log.level.clone(),
@@ -192,8 +193,17 @@ async fn prepare(
     paths: &InternalPaths,
     dev: bool,
 ) -> anyhow::Result<(RuntimeDir, Setup)> {
-    let binary = cli::find_binary(config)?;
-    let identity = render::checked_identity(config, dev)?;
+    // Fails before anything is made when there is no php-fpm (exit 69) or
+    // the pool would run as root by mistake (exit 78).
+    crate::discover::for_config(config)?;
+    render::checked_identity(config, dev)?;
+    let runtime = if dev {
+        RuntimeDir::kept(&config.dev.config_dir)?
+    } else {
+        RuntimeDir::create_temporary()?
+    };
+    let generation = Generation::prepare(config.clone(), paths, runtime.path(), dev)?;
+    let identity = &generation.identity;
     if let Some(note) = &identity.note {
         if identity.allow_root {
             // The pool runs PHP as root: worth a warning (DESIGN §4).
@@ -202,31 +212,20 @@ async fn prepare(
             tracing::info!("{note}");
         }
     }
-    for w in render::identity_warnings(config, &identity) {
+    for w in render::identity_warnings(config, identity) {
         tracing::warn!("{w}");
     }
-    let runtime = if dev {
-        RuntimeDir::kept(&config.dev.config_dir)?
-    } else {
-        RuntimeDir::create_temporary()?
-    };
-    let files = render::render(config, paths, &identity, runtime.path(), dev)?;
-    files.write()?;
-    let command = render::php_fpm_command(&binary.path, config, &identity, &files.main_path());
+    generation.write()?;
+    let line = render::shell_line(&generation.command);
     if dev {
-        println!("{}", render::shell_line(&command));
+        println!("{line}");
     }
-    tracing::debug!(command = %render::shell_line(&command), dir = %runtime.path().display(), "php-fpm command");
+    tracing::debug!(command = %line, dir = %runtime.path().display(), "php-fpm command");
     // Validate, then apply: a config php-fpm rejects is never started.
-    crate::phpfpm_test::test(&command, &files.main_path()).await?;
+    generation.test().await?;
     let setup = Setup {
         dir: runtime.path().to_path_buf(),
-        generation: Generation {
-            config: config.clone(),
-            identity,
-            files,
-            command,
-        },
+        generation,
         paths: paths.clone(),
         dev,
     };

@@ -2,16 +2,20 @@
 //! `main` calls [`main`], which prints an error once, with its cause chain,
 //! and maps it to the documented exit code.
 
+mod generate;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, Config, ConfigError, Notes};
-use crate::discover::{self, PhpFpmBinary, SearchEnv};
+use crate::config::{self, Config, Notes};
+use crate::discover::{self, PhpFpmBinary};
 use crate::exit;
+use crate::generation::Generation;
 use crate::render::{self, Identity};
+use crate::runtime_dir::private_dir;
 use crate::upstream::InternalPaths;
 
 /// Runs php-fpm behind one FastCGI endpoint.
@@ -105,41 +109,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Check => check(cli.config.as_deref()),
         Command::Generate(what) => {
             let path = match what {
-                Generate::Man { out } => crate::generate::man_page(&out)?,
-                Generate::Completions { shell, out } => crate::generate::completions(shell, &out)?,
+                Generate::Man { out } => generate::man_page(&out)?,
+                Generate::Completions { shell, out } => generate::completions(shell, &out)?,
             };
             println!("{}", path.display());
             Ok(exit::OK)
         }
     }
-}
-
-/// Loads the config the way every command does: `-c`, else discovery; with
-/// nothing found, dev mode uses the embedded default and the others fail.
-pub fn load_config(
-    explicit: Option<&Path>,
-    allow_default: bool,
-) -> anyhow::Result<(Config, Notes)> {
-    match config::find(explicit)? {
-        Some(path) => Ok(config::load(&path)?),
-        None if allow_default => {
-            let cwd = std::env::current_dir().context("reading the current directory")?;
-            Ok((config::embedded_default(&cwd)?, Notes::default()))
-        }
-        None => Err(ConfigError::NotFound {
-            tried: config::discovery_candidates(std::env::var("TQSUP_CONFIG").ok().as_deref()),
-        }
-        .into()),
-    }
-}
-
-/// The php-fpm binary for a config.
-pub fn find_binary(config: &Config) -> Result<PhpFpmBinary, discover::NotFound> {
-    let env = SearchEnv {
-        project_dir: Some(config.base_dir.clone()),
-        ..SearchEnv::from_process()
-    };
-    discover::discover(config.php_fpm.binary.as_deref(), &env)
 }
 
 /// A stable token for files rendered to be kept or compared (`render`,
@@ -155,34 +131,18 @@ fn stable_paths(config: &Config) -> InternalPaths {
     InternalPaths::from_token(token)
 }
 
-/// Creates `dir` (and parents) with mode 0700, or tightens it to 0700.
-pub fn private_dir(dir: &Path) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("chmod 0700 {}", dir.display()))?;
-    let abs = std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
-    Ok(config::normalize(&abs))
-}
-
 fn print_cmd(explicit: Option<&Path>, explain: bool) -> anyhow::Result<u8> {
-    let (config, notes) = load_config(explicit, true)?;
-    let binary = find_binary(&config)?;
+    let (config, notes) = config::load_or_default(explicit, true)?;
     // What `run` would do: dev mode only when the config enables it
     // (`run --dev` prints its command itself at start).
     let dev = config.dev.enabled;
-    let identity = render::checked_identity(&config, dev)?;
     let dir = private_dir(&config.dev.config_dir)?;
-    let files = render::render(&config, &stable_paths(&config), &identity, &dir, dev)?;
-    let written = files.write()?;
-    let command = render::php_fpm_command(&binary.path, &config, &identity, &files.main_path());
-    println!("{}", render::shell_line(&command));
+    let paths = stable_paths(&config);
+    let g = Generation::prepare(config, &paths, &dir, dev)?;
+    let written = g.write()?;
+    println!("{}", render::shell_line(&g.command));
     if explain {
-        explain_lines(&config, &notes, &binary, &identity, &written);
+        explain_lines(&g.config, &notes, &g.binary, &g.identity, &written);
     }
     Ok(exit::OK)
 }
@@ -224,7 +184,7 @@ fn explain_lines(
 }
 
 fn render_cmd(explicit: Option<&Path>, out: Option<PathBuf>) -> anyhow::Result<u8> {
-    let (config, _) = load_config(explicit, true)?;
+    let (config, _) = config::load_or_default(explicit, true)?;
     let identity = render::checked_identity(&config, false)?;
     match out {
         Some(out) => {
@@ -272,36 +232,29 @@ fn refuse_foreign_dir(out: &Path) -> anyhow::Result<()> {
 }
 
 fn check(explicit: Option<&Path>) -> anyhow::Result<u8> {
-    let (config, notes) = load_config(explicit, false)?;
+    let (config, notes) = config::load_or_default(explicit, false)?;
     if !config.php_fpm.enabled {
         println!("config ok (php_fpm.enabled is false: nothing to test with php-fpm)");
         return Ok(exit::OK);
     }
-    let binary = find_binary(&config)?;
-    let identity = render::checked_identity(&config, config.dev.enabled)?;
     let tmp = tempfile::Builder::new()
         .prefix("tqsup-check-")
         .tempdir()
         .context("creating a temporary directory")?;
     let dir = private_dir(tmp.path())?;
-    let files = render::render(
-        &config,
-        &InternalPaths::generate(),
-        &identity,
-        &dir,
-        config.dev.enabled,
-    )?;
-    files.write()?;
-    let command = render::php_fpm_command(&binary.path, &config, &identity, &files.main_path());
+    let dev = config.dev.enabled;
+    let g = Generation::prepare(config, &InternalPaths::generate(), &dir, dev)?;
+    g.write()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    match rt.block_on(crate::phpfpm_test::test(&command, &files.main_path())) {
+    match rt.block_on(g.test()) {
         Ok(()) => {}
         Err(crate::phpfpm_test::TestError::Rejected(r)) => return Err(r.into()),
         Err(e) => return Err(e.into()),
     }
-    for w in render::identity_warnings(&config, &identity) {
+    let (config, binary) = (&g.config, &g.binary);
+    for w in render::identity_warnings(config, &g.identity) {
         eprintln!("warning: {w}");
     }
     let source = config

@@ -90,6 +90,16 @@ fn versioned(name: &str) -> Option<(u32, u32)> {
 /// Finds php-fpm: the configured binary when not `auto`, else
 /// `$TQSUP_PHP_FPM`, `php-fpm` on PATH, the highest `php-fpmX.Y` on PATH and
 /// in `/usr/sbin`, `/usr/local/sbin`, then `/usr/sbin/php-fpm`.
+/// The php-fpm binary for `config`: its `php_fpm.binary`, else discovery
+/// from the process environment and the project's `.php-version`.
+pub fn for_config(config: &crate::config::Config) -> Result<PhpFpmBinary, NotFound> {
+    let env = SearchEnv {
+        project_dir: Some(config.base_dir.clone()),
+        ..SearchEnv::from_process()
+    };
+    discover(config.php_fpm.binary.as_deref(), &env)
+}
+
 pub fn discover(configured: Option<&str>, env: &SearchEnv) -> Result<PhpFpmBinary, NotFound> {
     let path_dirs: Vec<PathBuf> = env
         .path

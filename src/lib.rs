@@ -15,7 +15,7 @@ pub mod dev;
 pub mod discover;
 pub mod exit;
 pub mod fcgi;
-pub mod generate;
+pub mod generation;
 pub mod logging;
 pub mod metrics;
 pub mod phpfpm_test;

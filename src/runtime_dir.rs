@@ -48,7 +48,7 @@ impl RuntimeDir {
             .prefix(PREFIX)
             .tempdir_in(&base)
             .with_context(|| format!("creating the runtime directory in {}", base.display()))?;
-        let path = crate::cli::private_dir(temp.path())?;
+        let path = private_dir(temp.path())?;
         let lock = lock_marker(&path)?;
         Ok(RuntimeDir {
             path,
@@ -60,7 +60,7 @@ impl RuntimeDir {
     /// A kept directory (dev mode's `dev.config_dir`), created 0700; staging
     /// directories a SIGKILLed tqsup left in it are removed.
     pub fn kept(dir: &Path) -> anyhow::Result<Self> {
-        let path = crate::cli::private_dir(dir)?;
+        let path = private_dir(dir)?;
         remove_stages(&path);
         Ok(RuntimeDir {
             path,
@@ -96,7 +96,7 @@ pub fn staging_beside(dir: &Path) -> anyhow::Result<tempfile::TempDir> {
         .prefix(STAGE_PREFIX)
         .tempdir_in(dir)
         .with_context(|| format!("creating a staging directory in {}", dir.display()))?;
-    crate::cli::private_dir(stage.path())?;
+    private_dir(stage.path())?;
     Ok(stage)
 }
 
@@ -196,6 +196,20 @@ fn remove_stages(dir: &Path) {
             let _ = std::fs::remove_dir_all(&p);
         }
     }
+}
+
+/// Creates `dir` (and parents) with mode 0700, or tightens it to 0700.
+pub fn private_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+    let abs = std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    Ok(crate::config::normalize(&abs))
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ mod raw;
 mod validate;
 
 use std::collections::HashMap;
+
+use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -160,3 +162,22 @@ fn parse(text: &str, path: &Path) -> Result<Value, ConfigError> {
 
 #[cfg(test)]
 mod tests;
+
+/// Loads the config the way every command does: `-c`, else discovery; with
+/// nothing found, dev mode uses the embedded default and the others fail.
+pub fn load_or_default(
+    explicit: Option<&Path>,
+    allow_default: bool,
+) -> anyhow::Result<(Config, Notes)> {
+    match find(explicit)? {
+        Some(path) => Ok(load(&path)?),
+        None if allow_default => {
+            let cwd = std::env::current_dir().context("reading the current directory")?;
+            Ok((embedded_default(&cwd)?, Notes::default()))
+        }
+        None => Err(ConfigError::NotFound {
+            tried: discovery_candidates(std::env::var("TQSUP_CONFIG").ok().as_deref()),
+        }
+        .into()),
+    }
+}

@@ -3,7 +3,6 @@
 //! test it there, and only
 //! then writes the same file set into the running directory.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -22,21 +21,11 @@ use super::{liveness_interval, retire, sd, sd_reloading, wait_ready};
 use crate::config::Endpoint;
 use crate::config::{self, Config, ConfigError};
 use crate::metrics;
-use crate::render::{self, Identity, RenderedFiles};
+
 use crate::upstream::InternalPaths;
 use crate::upstream::PhpFpmState;
 
-/// What a supervisor runs: the config, the files rendered from it and the
-/// command that reads them. Replaced whole by a good reload.
-#[derive(Debug, Clone)]
-pub struct Generation {
-    pub config: Config,
-    pub identity: Identity,
-    /// The files in the running directory.
-    pub files: RenderedFiles,
-    /// `render::php_fpm_command` for `files`.
-    pub command: Vec<OsString>,
-}
+pub use crate::generation::Generation;
 
 /// A tested candidate, not yet applied.
 #[derive(Debug)]
@@ -56,58 +45,11 @@ pub async fn prepare(
             "php_fpm.enabled: false cannot be applied by a reload; fix: restart tqsup to stop launching php-fpm"
         );
     }
-    let binary = crate::cli::find_binary(&config)?;
-    let identity = render::checked_identity(&config, dev)?;
     let stage = crate::runtime_dir::staging_beside(dir)?;
-    let staged = render::render(&config, paths, &identity, stage.path(), dev)?;
+    let staged = Generation::prepare(config, paths, stage.path(), dev)?;
     staged.write()?;
-    let staged_command =
-        render::php_fpm_command(&binary.path, &config, &identity, &staged.main_path());
-    crate::phpfpm_test::test(&staged_command, &staged.main_path()).await?;
-    let files = render::render(&config, paths, &identity, dir, dev)?;
-    let command = render::php_fpm_command(&binary.path, &config, &identity, &files.main_path());
-    Ok(Candidate(Generation {
-        config,
-        identity,
-        files,
-        command,
-    }))
-}
-
-impl Generation {
-    /// Renders this generation's files for php-fpm instance `instance` (its
-    /// own sockets) into the running directory, each by atomic rename, and
-    /// removes pool files of a renamed pool. php-fpm reads them only when it
-    /// starts (or on SIGUSR2), so a php-fpm running beside is unaffected.
-    pub fn write_instance(
-        &mut self,
-        paths: &InternalPaths,
-        dev: bool,
-        instance: u64,
-    ) -> anyhow::Result<()> {
-        let files = render::render_instance(
-            &self.config,
-            paths,
-            &self.identity,
-            &self.files.dir,
-            dev,
-            instance,
-        )?;
-        files.write()?;
-        let pool_dir = files.dir.join("pool.d");
-        let keep: PathBuf = files.dir.join(&files.pool_file);
-        for e in std::fs::read_dir(&pool_dir)
-            .with_context(|| format!("reading {}", pool_dir.display()))?
-            .flatten()
-        {
-            let p = e.path();
-            if p != keep && p.extension().is_some_and(|x| x == "conf") {
-                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
-            }
-        }
-        self.files = files;
-        Ok(())
-    }
+    staged.test().await?;
+    Ok(Candidate(staged.moved_to(paths, dir, dev)?))
 }
 
 impl Candidate {
@@ -115,18 +57,7 @@ impl Candidate {
     /// and removes pool files of a renamed pool.
     pub fn apply(self) -> anyhow::Result<Generation> {
         let g = self.0;
-        g.files.write()?;
-        let pool_dir = g.files.dir.join("pool.d");
-        let keep: PathBuf = g.files.dir.join(&g.files.pool_file);
-        for e in std::fs::read_dir(&pool_dir)
-            .with_context(|| format!("reading {}", pool_dir.display()))?
-            .flatten()
-        {
-            let p = e.path();
-            if p != keep && p.extension().is_some_and(|x| x == "conf") {
-                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
-            }
-        }
+        g.write()?;
         Ok(g)
     }
 

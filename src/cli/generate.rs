@@ -11,7 +11,7 @@ use clap::{Arg, CommandFactory as _};
 use clap_complete::Shell;
 use clap_mangen::roff::{Roff, bold, italic, roman};
 
-use crate::cli::Cli;
+use super::Cli;
 use crate::exit;
 
 /// The man page's section: tqsup is a daemon run by the administrator.
