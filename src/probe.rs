@@ -1,21 +1,18 @@
-//! A small self-contained FastCGI client for tqsup's own requests to
-//! php-fpm: the readiness and liveness ping (`ping.path`, expecting `pong`),
-//! the forwarder's health check and the admin scrape of `pm.status_path?json`.
-//!
-//! One request per connection, no keep-alive, everything under one timeout.
-//! It is not the forwarder (which streams); a response is read whole and is
-//! expected to be small.
+//! tqsup's own requests to php-fpm: the readiness and liveness ping
+//! (`ping.path`, expecting `pong`), the forwarder's health check and the
+//! admin scrape of `pm.status_path?json`. One request per connection through
+//! the one client (`fcgi::client`), everything under one timeout, the
+//! response read whole (it is small).
 
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::{Bytes, BytesMut};
 
 use crate::config::Endpoint;
 
-use crate::fcgi::codec::{self, END_REQUEST, STDERR, STDOUT};
+use crate::fcgi::cgi_head;
+use crate::fcgi::client::{self, Output};
 
-const REQUEST_ID: u16 = 1;
 /// A response bigger than this is refused (status pages are a few KB).
 const MAX_RESPONSE: usize = 4 << 20;
 
@@ -93,26 +90,41 @@ pub async fn ping(endpoint: &Endpoint, path: &str, timeout: Duration) -> Result<
     }
 }
 
-/// One FastCGI request with `params` and an empty body, all within `timeout`.
+/// One FastCGI request with `params` and an empty body, all within
+/// `timeout`, through the one client (`fcgi::client`); the response read
+/// whole and its head parsed by `fcgi::cgi_head`.
 pub async fn request(
     endpoint: &Endpoint,
     params: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<Response, ProbeError> {
     let work = async {
-        match endpoint {
-            Endpoint::Unix(path) => {
-                let s = tokio::net::UnixStream::connect(path)
-                    .await
-                    .map_err(|source| connect_error(endpoint, source))?;
-                exchange(s, params).await
+        let conn =
+            client::connect(endpoint, timeout)
+                .await
+                .map_err(|source| ProbeError::Connect {
+                    endpoint: endpoint.to_string(),
+                    source,
+                })?;
+        let params: Vec<(Vec<u8>, Vec<u8>)> = params
+            .iter()
+            .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
+        let (writer, mut reader) = client::start(conn, &params).await?;
+        writer.finish().await?;
+        let mut stdout = BytesMut::new();
+        let mut stderr = BytesMut::new();
+        loop {
+            match reader.next().await? {
+                Some(Output::Stdout(b)) => stdout.extend_from_slice(&b),
+                Some(Output::Stderr(b)) => stderr.extend_from_slice(&b),
+                Some(Output::End { app_status, .. }) => {
+                    return split_response(stdout.freeze(), stderr.freeze(), app_status);
+                }
+                None => return Err(ProbeError::Protocol("no END_REQUEST")),
             }
-            Endpoint::Tcp(addr) => {
-                let s = tokio::net::TcpStream::connect(addr.as_str())
-                    .await
-                    .map_err(|source| connect_error(endpoint, source))?;
-                s.set_nodelay(true)?;
-                exchange(s, params).await
+            if stdout.len() + stderr.len() > MAX_RESPONSE {
+                return Err(ProbeError::Protocol("response too large"));
             }
         }
     };
@@ -121,132 +133,30 @@ pub async fn request(
         .map_err(|_| ProbeError::Timeout(timeout))?
 }
 
-fn connect_error(endpoint: &Endpoint, source: std::io::Error) -> ProbeError {
-    ProbeError::Connect {
-        endpoint: endpoint.to_string(),
-        source,
-    }
-}
-
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    mut s: S,
-    params: &[(&str, &str)],
-) -> Result<Response, ProbeError> {
-    s.write_all(&encode_request(params)).await?;
-    s.flush().await?;
-    let mut buf = BytesMut::with_capacity(4096);
-    let mut stdout = BytesMut::new();
-    let mut stderr = BytesMut::new();
-    loop {
-        while let Some((kind, content)) = decode_record(&mut buf)? {
-            match kind {
-                STDOUT => stdout.extend_from_slice(&content),
-                STDERR => stderr.extend_from_slice(&content),
-                END_REQUEST => {
-                    if content.len() < 4 {
-                        return Err(ProbeError::Protocol("short END_REQUEST"));
-                    }
-                    let app_status = (&content[..4]).get_u32();
-                    return split_response(stdout.freeze(), stderr.freeze(), app_status);
-                }
-                _ => {}
-            }
-            if stdout.len() + stderr.len() > MAX_RESPONSE {
-                return Err(ProbeError::Protocol("response too large"));
-            }
-        }
-        if s.read_buf(&mut buf).await? == 0 {
-            return Err(ProbeError::Protocol("connection closed before END_REQUEST"));
-        }
-    }
-}
-
-/// BEGIN_REQUEST(responder, no keep-conn) + PARAMS + empty PARAMS + empty
-/// STDIN, framed by the one codec (`fcgi::codec`), whole pairs per record.
-fn encode_request(params: &[(&str, &str)]) -> BytesMut {
-    let mut out = BytesMut::new();
-    codec::encode_begin(&mut out, REQUEST_ID, codec::ROLE_RESPONDER, 0);
-    let mut body = BytesMut::new();
-    for (name, value) in params {
-        codec::put_pair(&mut body, name.as_bytes(), value.as_bytes());
-    }
-    // tqsup's own params are a few short pairs: they always fit a record.
-    codec::reframe_params(&mut out, REQUEST_ID, &body)
-        .expect("probe params fit in FastCGI records");
-    codec::encode(&mut out, codec::STDIN, REQUEST_ID, &[]);
-    out
-}
-
-/// One whole record from `buf`, or None when more bytes are needed.
-fn decode_record(buf: &mut BytesMut) -> Result<Option<(u8, Bytes)>, ProbeError> {
-    match codec::decode(buf) {
-        Ok(record) => Ok(record.map(|r| (r.kind, r.content))),
-        Err(_) => Err(ProbeError::Protocol("not a FastCGI 1.0 record")),
-    }
-}
-
-/// Splits CGI output into headers and body.
+/// Splits CGI output into its parsed head and the body.
 fn split_response(stdout: Bytes, stderr: Bytes, app_status: u32) -> Result<Response, ProbeError> {
-    let (head_len, sep) = match find(&stdout, b"\r\n\r\n") {
-        Some(i) => (i, 4),
-        None => match find(&stdout, b"\n\n") {
-            Some(i) => (i, 2),
-            None => return Err(ProbeError::Protocol("no blank line after the CGI headers")),
-        },
+    let (head, body_at) = match cgi_head::parse_head(&stdout) {
+        Ok(Some(h)) => h,
+        Ok(None) => return Err(ProbeError::Protocol("no blank line after the CGI headers")),
+        Err(_) => return Err(ProbeError::Protocol("a malformed CGI response head")),
     };
-    let head = String::from_utf8_lossy(&stdout[..head_len]).into_owned();
-    let mut headers = Vec::new();
-    let mut status = 200;
-    for line in head.lines() {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim().to_string();
-        if name.eq_ignore_ascii_case("status") {
-            status = value
-                .split_whitespace()
-                .next()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(status);
-        }
-        headers.push((name.trim().to_string(), value));
-    }
     Ok(Response {
-        status,
-        headers,
-        body: stdout.slice(head_len + sep..),
+        status: head.status.as_u16(),
+        headers: head
+            .headers
+            .into_iter()
+            .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+            .collect(),
+        body: stdout.slice(body_at..),
         stderr,
         app_status,
     })
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fcgi::codec::{BEGIN_REQUEST, PARAMS, STDIN};
-
-    #[test]
-    fn a_request_is_well_framed() {
-        let mut out = encode_request(&[("SCRIPT_NAME", "/ping")]);
-        let mut kinds = Vec::new();
-        while let Some((kind, content)) = decode_record(&mut out).unwrap() {
-            kinds.push((kind, content.len()));
-        }
-        assert!(out.is_empty());
-        assert_eq!(
-            kinds,
-            vec![
-                (BEGIN_REQUEST, 8),
-                (PARAMS, 2 + 11 + 5),
-                (PARAMS, 0),
-                (STDIN, 0)
-            ]
-        );
-    }
+    use crate::fcgi::codec;
 
     #[test]
     fn headers_are_split_from_the_body() {
@@ -257,15 +167,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.status, 404);
-        assert_eq!(r.headers[1], ("Content-type".into(), "text/plain".into()));
+        assert_eq!(r.headers[0], ("Content-type".into(), "text/plain".into()));
         assert_eq!(&r.body[..], b"nope");
     }
 
-    #[test]
-    fn partial_records_wait_for_more_bytes() {
-        let mut all = BytesMut::new();
-        codec::encode(&mut all, STDOUT, REQUEST_ID, b"hello");
-        let mut part = BytesMut::from(&all[..10]);
-        assert!(decode_record(&mut part).unwrap().is_none());
+    #[tokio::test]
+    async fn a_whole_response_is_read_through_the_client() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fpm.sock");
+        let l = tokio::net::UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut seen = vec![0u8; 256];
+            let _ = s.read(&mut seen).await.unwrap();
+            let mut out = BytesMut::new();
+            codec::encode(
+                &mut out,
+                codec::STDOUT,
+                1,
+                b"Content-type: text/plain\r\n\r\npo",
+            );
+            codec::encode(&mut out, codec::STDERR, 1, b"warn");
+            codec::encode(&mut out, codec::STDOUT, 1, b"ng");
+            codec::encode_end(&mut out, 1, 0, codec::REQUEST_COMPLETE);
+            s.write_all(&out).await.unwrap();
+        });
+        let ep = Endpoint::Unix(path);
+        ping(&ep, "/ping", Duration::from_secs(2)).await.unwrap();
+        server.await.unwrap();
     }
 }

@@ -11,7 +11,6 @@
 mod batch;
 mod cgi;
 mod error_page;
-pub mod fastcgi;
 mod filter;
 mod gitignore;
 mod hooks;

@@ -18,8 +18,8 @@ use tracing::{debug, warn};
 
 use super::cgi::{self, RequestInfo, Script};
 use super::error_page::{self, Cause};
-use super::fastcgi::{self, Output, ResponseReader};
 use super::http::{Body, Front, text};
+use crate::fcgi::client::{self as fastcgi, Output, ResponseReader};
 
 /// A request body without a length is read whole (PHP needs
 /// CONTENT_LENGTH), up to this much.

@@ -4,6 +4,8 @@
 
 pub mod backend;
 pub mod breaker;
+pub mod cgi_head;
+pub mod client;
 pub mod codec;
 mod connection;
 pub mod exchange;

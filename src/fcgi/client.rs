@@ -1,6 +1,8 @@
-//! A small streaming FastCGI client for the dev HTTP front: one request per
-//! connection (responder role, no keep-alive), parameters and stdin written
-//! as they come, stdout/stderr read record by record.
+//! tqsup's one FastCGI client, for its own requests to php-fpm: the dev
+//! HTTP front (streaming) and the ping and status page ([`crate::probe`],
+//! read whole). One request per connection (responder role, no
+//! keep-alive), parameters and stdin written as they come, stdout/stderr
+//! read record by record, all framed by `fcgi::codec`.
 //!
 //! The codec half (`encode_*`, [`decode`]) does no I/O; [`Connection`] owns
 //! the socket and runs the read→decode loop.
