@@ -11,10 +11,10 @@
 //! as a tarball under target/package-test/, so later runs need no network.
 //! Without either, the test prints why and passes.
 
-use std::io::Read as _;
-use std::os::unix::process::CommandExt as _;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const SUITE: &str = "bookworm";
@@ -32,44 +32,7 @@ fn work_dir() -> PathBuf {
 /// Runs `cmd` in its own process group; past `timeout` the whole group
 /// (cargo under package.sh, dpkg's children) is SIGKILLed.
 fn run(cmd: &mut Command, timeout: Duration) -> Output {
-    let started = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > timeout {
-            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-            let status = child.wait().unwrap();
-            eprintln!("timed out after {timeout:?}, killed: {cmd:?}");
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-    }
+    common::run_with_timeout(cmd, timeout)
 }
 
 fn text(cmd: &str, o: &Output) -> String {

@@ -79,14 +79,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Runs a command to completion with a hard timeout (killed past it).
+/// Runs a command to completion with a hard timeout: it runs in its own
+/// process group, and past `timeout` the whole group (its children too) is
+/// SIGKILLed.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    use std::os::unix::process::CommandExt as _;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
-        .expect("spawn");
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let t_out = std::thread::spawn(move || {
@@ -100,9 +105,9 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
         v
     });
     let status = wait_timeout(&mut child, timeout).unwrap_or_else(|| {
-        let _ = child.kill();
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
         let status = child.wait().unwrap();
-        eprintln!("command timed out after {timeout:?}: {cmd:?}");
+        eprintln!("command timed out after {timeout:?}, its group killed: {cmd:?}");
         status
     });
     Output {
@@ -262,17 +267,9 @@ pub fn pids_matching(needle: &str) -> Vec<i32> {
 
 /// Children of `pid`, over all its threads (tokio spawns from any of them).
 pub fn children(pid: i32) -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|text| {
-            text.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<i32>>()
-        })
+    tqsup::fcgi::peer::children_of(pid as u32)
+        .into_iter()
+        .map(|p| p as i32)
         .collect()
 }
 
