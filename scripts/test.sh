@@ -4,4 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --tests
-exec cargo test --locked --all-targets -- --test-threads="${TQSUP_TEST_THREADS:-2}"
+threads="${TQSUP_TEST_THREADS:-2}"
+cargo test --locked --all-targets -- --test-threads="$threads"
+# The forwarding tests once more with two forwarder threads (forward.threads
+# is auto in the tests: one thread on up to 2 CPUs).
+TQSUP_FORWARD_THREADS=2 cargo test --locked \
+  --test forward_conformance --test forward_hardening --test forward_nginx \
+  --test load --test webservers --test e2e -- --test-threads="$threads"
