@@ -80,10 +80,10 @@ pub fn forward_threads(configured: u32) -> usize {
         return configured as usize;
     }
     let env = std::env::var(THREADS_ENV).ok();
-    if let Some(n) = env.and_then(|v| v.trim().parse::<usize>().ok()) {
-        if n > 0 {
-            return n.min(64);
-        }
+    if let Some(n) = env.and_then(|v| v.trim().parse::<usize>().ok())
+        && n > 0
+    {
+        return n.min(64);
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus <= 2 { 1 } else { (cpus - 1).min(8) }

@@ -42,7 +42,7 @@ impl Head {
     pub fn reusing(mut buf: BytesMut, room: usize, charge: &mut Charge) -> Head {
         buf.clear();
         let cap = buf.capacity();
-        if cap < PREFIX + TAIL || cap > KEEP_FOR_REUSE || cap > room || !charge.grow(cap) {
+        if !(PREFIX + TAIL..=KEEP_FOR_REUSE.min(room)).contains(&cap) || !charge.grow(cap) {
             return Head::default();
         }
         buf.put_bytes(0, PREFIX);
