@@ -243,6 +243,7 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken) 
     // Whatever is still running belongs to a client that is gone; the
     // inline exchange sees it at once and is counted as it ends.
     down.done.cancel();
+    down.abort_inline();
     if !inline.is_terminated() {
         inline.await;
     }

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use std::task::Poll;
 use tokio::io::Interest;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -36,8 +37,6 @@ pub struct Down {
     /// The request the connection runs inline (see [`Abort::Inline`]) is
     /// aborted; cleared by the connection when it ends.
     inline_abort: AtomicBool,
-    /// Wakes the inline request when `inline_abort` is set.
-    inline_wake: Notify,
 }
 
 /// How a request learns that it is aborted (FCGI_ABORT_REQUEST, a client
@@ -48,8 +47,9 @@ pub enum Abort {
     /// child of [`Down::done`].
     Token(CancellationToken),
     /// The one request a connection runs inline, in its own task: the
-    /// connection's [`Down::abort_inline`] or [`Down::done`]. Costs nothing
-    /// per request.
+    /// connection's [`Down::abort_inline`], which it also calls when it is
+    /// finished. Costs nothing per request: no token, no waker (the flag is
+    /// set by the task that polls the exchange, which polls it again next).
     Inline,
 }
 
@@ -72,19 +72,18 @@ impl Down {
             done: CancellationToken::new(),
             write_timeout,
             inline_abort: AtomicBool::new(false),
-            inline_wake: Notify::new(),
         }
     }
 
-    /// Aborts the request running inline.
+    /// Aborts the request running inline. Only the connection's own task
+    /// calls it: that task polls the inline exchange again before it waits.
     pub fn abort_inline(&self) {
-        self.inline_abort.store(true, Ordering::Release);
-        self.inline_wake.notify_one();
+        self.inline_abort.store(true, Ordering::Relaxed);
     }
 
     /// Readies the abort signal for the next inline request.
     pub fn reset_inline(&self) {
-        self.inline_abort.store(false, Ordering::Release);
+        self.inline_abort.store(false, Ordering::Relaxed);
     }
 
     /// Resolves when the request is aborted.
@@ -92,24 +91,24 @@ impl Down {
         match abort {
             Abort::Token(t) => t.cancelled().await,
             Abort::Inline => {
-                let flagged = async {
-                    // A wake-up left over from an earlier request only makes
-                    // it look again.
-                    while !self.inline_abort.load(Ordering::Acquire) {
-                        self.inline_wake.notified().await;
+                std::future::poll_fn(|_| {
+                    if self.inline_abort.load(Ordering::Relaxed) {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
                     }
-                };
-                tokio::select! {
-                    _ = self.done.cancelled() => {}
-                    _ = flagged => {}
-                }
+                })
+                .await
             }
         }
     }
 
     /// Writes `parts` as one batch; on failure the connection is finished.
     pub async fn send(&self, parts: &[&[u8]]) -> bool {
-        let _g = self.write_lock.lock().await;
+        let _g = match self.write_lock.try_lock() {
+            Ok(g) => g,
+            Err(_) => self.write_lock.lock().await,
+        };
         if self.done.is_cancelled() {
             return false;
         }
