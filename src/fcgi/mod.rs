@@ -73,8 +73,9 @@ pub const THREADS_ENV: &str = "TQSUP_FORWARD_THREADS";
 /// request than a work-stealing one (no cross-thread wake-ups), and a second
 /// thread there only competes with nginx and php-fpm for the same two
 /// cores. With more CPUs, one is left for the web server and php-fpm's
-/// master and the rest scale the forwarder (8 saturate any php-fpm pool
-/// tqsup can hold).
+/// master and the rest scale the forwarder, up to 8: past that the shared
+/// pool and php-fpm's children are the limit, not the forwarder (a guess:
+/// only 1 and 2 threads were measured, on 2 CPUs).
 pub fn forward_threads(configured: u32) -> usize {
     if configured > 0 {
         return configured as usize;
