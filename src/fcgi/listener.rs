@@ -168,27 +168,15 @@ impl Drop for Charge {
 
 enum Bound {
     Tcp(TcpListener),
-    /// The socket file is removed when the listener stops (by the thread
-    /// that bound it).
-    Unix(UnixListener, Option<PathBuf>),
+    /// The socket file is removed when the listener stops.
+    Unix(UnixListener, PathBuf),
 }
 
-/// The bound listening socket and everything connections need. Each
-/// forwarder thread accepts on its own [`ForwardListener`] for the same
-/// socket (see [`ForwardListener::share`]).
+/// The bound listening socket and everything connections need.
 pub struct ForwardListener {
     bound: Bound,
     ctx: Arc<Ctx>,
-    /// One permit per open downstream connection, across all threads.
-    slots: Arc<Semaphore>,
-}
-
-/// A listener on its way to another forwarder thread: a duplicate of the
-/// listening socket, and the state every thread shares.
-pub struct SharedListener {
-    socket: std::os::fd::OwnedFd,
-    unix: bool,
-    ctx: Arc<Ctx>,
+    /// One permit per open downstream connection.
     slots: Arc<Semaphore>,
 }
 
@@ -214,7 +202,7 @@ impl ForwardListener {
                 })?;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))
                     .with_context(|| format!("chmod {socket_mode:o} {}", path.display()))?;
-                Bound::Unix(l, Some(path.clone()))
+                Bound::Unix(l, path.clone())
             }
         };
         let slots = Arc::new(Semaphore::new(ctx.max_connections.max(1) as usize));
@@ -225,61 +213,18 @@ impl ForwardListener {
         })
     }
 
-    /// The same listening socket for another thread's runtime: the kernel
-    /// hands each new connection to one of the threads accepting on it.
-    pub fn share(&self) -> std::io::Result<SharedListener> {
-        use std::os::fd::AsFd;
-        let (fd, unix) = match &self.bound {
-            Bound::Tcp(l) => (l.as_fd().try_clone_to_owned()?, false),
-            Bound::Unix(l, _) => (l.as_fd().try_clone_to_owned()?, true),
-        };
-        Ok(SharedListener {
-            socket: fd,
-            unix,
-            ctx: self.ctx.clone(),
-            slots: self.slots.clone(),
-        })
-    }
-
-    /// A shared listener, registered with the calling thread's runtime.
-    pub fn from_shared(s: SharedListener) -> std::io::Result<Self> {
-        // The duplicate shares the socket's O_NONBLOCK with the original.
-        let bound = if s.unix {
-            Bound::Unix(
-                UnixListener::from_std(std::os::unix::net::UnixListener::from(s.socket))?,
-                None,
-            )
-        } else {
-            Bound::Tcp(TcpListener::from_std(std::net::TcpListener::from(
-                s.socket,
-            ))?)
-        };
-        Ok(ForwardListener {
-            bound,
-            ctx: s.ctx,
-            slots: s.slots,
-        })
-    }
-
     /// The bound address (`host:port` or the socket path), for logs and tests.
     pub fn local_addr(&self) -> String {
         match &self.bound {
             Bound::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            Bound::Unix(l, p) => match p {
-                Some(p) => p.display().to_string(),
-                None => l
-                    .local_addr()
-                    .ok()
-                    .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
-                    .unwrap_or_default(),
-            },
+            Bound::Unix(_, p) => p.display().to_string(),
         }
     }
 
     /// Accepts until `shutdown`, then stops accepting and waits for the
     /// requests in flight (connections close as their last request ends).
     pub async fn serve(self, shutdown: CancellationToken) {
-        tracing::debug!(listen = %self.local_addr(), "forward listener thread accepting");
+        tracing::info!(listen = %self.local_addr(), "forward listener ready");
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -309,7 +254,7 @@ impl ForwardListener {
             });
         }
         let Self { bound, ctx, .. } = self;
-        if let Bound::Unix(l, Some(path)) = bound {
+        if let Bound::Unix(l, path) = bound {
             drop(l);
             let _ = std::fs::remove_file(path);
         }

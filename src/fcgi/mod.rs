@@ -66,8 +66,6 @@ pub const THREADS_ENV: &str = "TQSUP_FORWARD_THREADS";
 /// [`THREADS_ENV`] if set, else 1 on up to 2 CPUs and one per CPU but one
 /// (at most 8) above that.
 ///
-/// Each thread has a single-threaded runtime accepting on the same
-/// listening socket, and a connection stays on the thread that accepted it.
 /// Every request hops between sockets several times: measured on two
 /// cores, one single-threaded runtime costs about a fifth less CPU per
 /// request than a work-stealing one (no cross-thread wake-ups), and a second
@@ -90,48 +88,44 @@ pub fn forward_threads(configured: u32) -> usize {
     if cpus <= 2 { 1 } else { (cpus - 1).min(8) }
 }
 
-/// Runs `work` on a new thread with a single-threaded runtime; resolves
-/// with its result.
-fn on_own_thread<F, Fut>(
-    name: String,
-    work: F,
-) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>>
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new().name(name).spawn(move || {
-        let r = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(work()));
-        let _ = done_tx.send(r);
-    })?;
-    Ok(done_rx)
-}
-
-async fn joined(done: tokio::sync::oneshot::Receiver<anyhow::Result<()>>) -> anyhow::Result<()> {
-    done.await
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("a forwarder thread panicked")))
-}
-
 /// Binds `forward.listen`, serves until `shutdown`, then stops accepting and
 /// returns once the requests in flight are done.
 ///
 /// The forwarder runs on threads of its own ([`forward_threads`]), apart
-/// from the supervisor's work.
+/// from the supervisor's work: one thread with a single-threaded runtime, or
+/// a work-stealing runtime with that many workers. (Not one single-threaded
+/// runtime per thread: pooled php-fpm connections move between requests of
+/// any thread, and a tokio socket belongs to the runtime that opened it.)
 pub async fn run_forwarder(
     config: Arc<Config>,
     state: watch::Receiver<PhpFpmState>,
     paths: InternalPaths,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let first = on_own_thread("tqsup-forward".into(), move || {
-        serve(config, state, paths, shutdown)
-    })?;
-    joined(first).await
+    let threads = forward_threads(config.forward.threads);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("tqsup-forward".into())
+        .spawn(move || {
+            let rt = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("tqsup-forward")
+                    .enable_all()
+                    .build()
+            };
+            let r = rt
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(serve(config, state, paths, shutdown)));
+            let _ = done_tx.send(r);
+        })?;
+    done_rx
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the forwarder thread panicked")))
 }
 
 async fn serve(
@@ -166,20 +160,6 @@ async fn serve(
         tracker: TaskTracker::new(),
     };
     let listener = ForwardListener::bind(&fwd.listen, fwd.socket_mode, ctx).await?;
-    let threads = forward_threads(fwd.threads);
-    let mut others = Vec::new();
-    for i in 1..threads {
-        let shared = listener.share()?;
-        let shutdown = shutdown.clone();
-        others.push(on_own_thread(
-            format!("tqsup-forward-{i}"),
-            move || async move {
-                ForwardListener::from_shared(shared)?.serve(shutdown).await;
-                Ok(())
-            },
-        )?);
-    }
-    tracing::info!(listen = %listener.local_addr(), threads, "forward listener ready");
     let background = CancellationToken::new();
     let maintain = tokio::spawn(pool.clone().maintain(background.clone()));
     let health = tokio::spawn(health::run(
@@ -190,9 +170,6 @@ async fn serve(
         background.clone(),
     ));
     listener.serve(shutdown).await;
-    for t in others {
-        joined(t).await?;
-    }
     background.cancel();
     let _ = maintain.await;
     let _ = health.await;
