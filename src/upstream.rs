@@ -58,7 +58,24 @@ pub struct InternalPaths {
     pub status: String,
     /// `/.tqsup-<token>`: anything under it is internal.
     pub prefix: String,
+    /// The searcher for `prefix`, built once: building one costs more than
+    /// searching a request's params with it (a quarter of the forwarder's
+    /// instructions per request when built for each).
+    finder: PrefixFinder,
 }
+
+/// A [`memchr::memmem::Finder`] for [`InternalPaths::prefix`]; equal when
+/// the prefixes are (it is made from it).
+#[derive(Debug, Clone)]
+struct PrefixFinder(memchr::memmem::Finder<'static>);
+
+impl PartialEq for PrefixFinder {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PrefixFinder {}
 
 impl InternalPaths {
     /// Fresh paths with a random 128-bit token.
@@ -72,6 +89,7 @@ impl InternalPaths {
         InternalPaths {
             ping: format!("{prefix}/ping"),
             status: format!("{prefix}/status"),
+            finder: PrefixFinder(memchr::memmem::Finder::new(prefix.as_bytes()).into_owned()),
             prefix,
         }
     }
@@ -84,6 +102,6 @@ impl InternalPaths {
     /// is right too. Matching the prefix anywhere covers `//` and `/./`
     /// forms and every variable php-fpm derives its path from.
     pub fn found_in(&self, bytes: &[u8]) -> bool {
-        memchr::memmem::find(bytes, self.prefix.as_bytes()).is_some()
+        self.finder.0.find(bytes).is_some()
     }
 }

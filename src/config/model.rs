@@ -139,6 +139,8 @@ pub struct Forward {
     /// Unix listener only.
     pub socket_mode: u32,
     pub max_connections: u32,
+    /// Forwarder threads; 0: auto (see `fcgi::forward_threads`).
+    pub threads: u32,
     pub queue_timeout: Duration,
     pub retry_idempotent: bool,
     /// From a request's BEGIN_REQUEST to the end of its PARAMS (and from

@@ -134,6 +134,7 @@ pub struct RawForward {
     pub listen: Field<String>,
     pub socket_mode: Field<String>,
     pub max_connections: Field<u32>,
+    pub threads: Field<u32>,
     pub queue_timeout_ms: Field<u64>,
     pub retry_idempotent: Field<bool>,
     pub params_timeout_ms: Field<u64>,

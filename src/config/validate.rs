@@ -719,6 +719,9 @@ fn pool(c: &mut Checker, field: &Field<RawPool>) -> Pool {
     }
 }
 
+/// More forwarder threads than this only add contention.
+const MAX_FORWARD_THREADS: u32 = 64;
+
 fn forward(c: &mut Checker, field: &Field<RawForward>) -> Forward {
     let r = c.section("forward", field);
     c.unknown::<RawForward>("forward", &r.unknown);
@@ -766,6 +769,19 @@ fn forward(c: &mut Checker, field: &Field<RawForward>) -> Forward {
             "forward.max_connections",
             "must be at least 1",
             "set it to 1024 or so",
+        );
+    }
+    let threads = c.take(
+        "forward.threads",
+        &r.threads,
+        0,
+        "a whole number (0: one per CPU but one, at most 8)",
+    );
+    if threads > MAX_FORWARD_THREADS {
+        c.problem(
+            "forward.threads",
+            format!("must be at most {MAX_FORWARD_THREADS}"),
+            "leave it at 0 (auto) or set the number of CPUs",
         );
     }
     let queue_timeout = c.ms("forward.queue_timeout_ms", &r.queue_timeout_ms, 5000, 0);
@@ -833,6 +849,7 @@ fn forward(c: &mut Checker, field: &Field<RawForward>) -> Forward {
         listen,
         socket_mode,
         max_connections: max_connections.max(1),
+        threads: threads.min(MAX_FORWARD_THREADS),
         queue_timeout,
         retry_idempotent,
         params_timeout,

@@ -1,12 +1,19 @@
 //! One downstream FastCGI connection: the read loop that decodes records,
 //! keeps the state of each (multiplexed) request until its PARAMS are
-//! complete, answers what tqsup answers itself, hands requests to
-//! [`super::exchange::run`] tasks and feeds them their bodies, and bounds what a
+//! complete, answers what tqsup answers itself, runs requests through
+//! [`super::exchange::run`] and feeds them their bodies, and bounds what a
 //! slow or abusive client can cost (DESIGN §7 "Clients are bounded").
 //!
+//! One request at a time (what nginx, Apache, Caddy and HAProxy send) runs
+//! inline: its exchange is a future of this connection's own task, polled
+//! beside the reads, in a slot reused by every request, with the head
+//! buffer reused too. A request that arrives while another runs gets a
+//! task of its own (multiplexing).
+//!
 //! Reading the connection never waits on one request: a body the request's
-//! task cannot take yet is queued here (see [`body`]), and only when a whole
-//! connection's queue is over its budget does the connection stop being read.
+//! exchange cannot take yet is queued here (see [`body`]), and only when a
+//! whole connection's queue is over its budget does the connection stop
+//! being read.
 
 mod body;
 mod head;
@@ -16,12 +23,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
+use futures_util::FutureExt as _;
+use futures_util::future::{Fuse, FusedFuture as _};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, HEADER_LEN};
-use super::exchange::{Down, error_response};
+use super::exchange::{self, Abort, Down, Job, Stdin, error_response};
 use super::listener::{Charge, Ctx};
 use crate::metrics::{self, ForwardError};
 use body::Body;
@@ -49,11 +58,9 @@ enum Phase {
         zero: bool,
         deadline: Instant,
     },
-    /// Handed to a task; its body goes through `body`.
-    Running {
-        abort: CancellationToken,
-        body: Body,
-    },
+    /// Its exchange runs (inline when `abort` is [`Abort::Inline`]); its
+    /// body goes through `body`.
+    Running { abort: Abort, body: Body },
 }
 
 struct Slot {
@@ -61,13 +68,13 @@ struct Slot {
     keep_conn: bool,
     arrived: Instant,
     /// The head's share of the PARAMS budgets, held until the request ends
-    /// (its task keeps the head for a replay).
+    /// (its exchange keeps the head for a replay).
     charge: Charge,
     phase: Phase,
 }
 
 impl Slot {
-    /// A finished request whose task has let go of its STDIN.
+    /// A finished request whose exchange has let go of its STDIN.
     fn finished(&self) -> bool {
         matches!(&self.phase, Phase::Running { body, .. } if body.task_done())
     }
@@ -107,8 +114,14 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken) 
         out: BytesMut::new(),
         close_after_flush: false,
         paused: false,
+        inline_next: None,
+        inline_busy: false,
+        spare_head: BytesMut::new(),
     };
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    // The exchange run inline; one slot in this task for every request.
+    let inline = Fuse::terminated();
+    tokio::pin!(inline);
     // After `shutdown`: no longer waiting for new requests.
     let mut draining = false;
     // The client has not shut its sending side.
@@ -130,12 +143,51 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken) 
             tracing::warn!(why, "closing FastCGI client connection on bad input");
             break;
         }
-        if !conn.flush().await || conn.close_after_flush {
+        if let Some((job, stdin)) = conn.inline_next.take() {
+            let ctx = &conn.ctx;
+            inline.set(
+                exchange::run(
+                    job,
+                    stdin,
+                    down.clone(),
+                    ctx.pool.clone(),
+                    ctx.limits.clone(),
+                    Abort::Inline,
+                )
+                .fuse(),
+            );
+        }
+        if !conn.out.is_empty() {
+            // Written while the inline exchange goes on: it may hold the
+            // writer, mid-batch.
+            let out = std::mem::take(&mut conn.out);
+            let mut ended = None;
+            let sent = {
+                let parts: [&[u8]; 1] = [&out];
+                let send = down.send(&parts);
+                tokio::pin!(send);
+                loop {
+                    tokio::select! {
+                        ok = &mut send => break ok,
+                        job = &mut inline => ended = Some(job),
+                    }
+                }
+            };
+            conn.out = out;
+            conn.out.clear();
+            if let Some(job) = ended {
+                conn.inline_ended(job);
+            }
+            if !sent {
+                break;
+            }
+        }
+        if conn.close_after_flush {
             break;
         }
         conn.slots.retain(|s| !s.finished());
         let winding_down = draining || !read_open;
-        if winding_down && conn.slots.is_empty() {
+        if winding_down && conn.slots.is_empty() && inline.is_terminated() {
             break;
         }
         let reading = read_open && conn.stdin_queued() < conn.ctx.clients.stdin_per_conn;
@@ -152,6 +204,7 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken) 
         let delivering = conn.delivering();
         tokio::select! {
             _ = &mut done => break,
+            job = &mut inline => conn.inline_ended(job),
             _ = &mut stopping, if !draining => {
                 draining = true;
                 recheck.as_mut().reset(Instant::now() + RECHECK);
@@ -187,8 +240,13 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken) 
             },
         }
     }
-    // Whatever is still running belongs to a client that is gone.
+    // Whatever is still running belongs to a client that is gone; the
+    // inline exchange sees it at once and is counted as it ends.
     down.done.cancel();
+    down.abort_inline();
+    if !inline.is_terminated() {
+        inline.await;
+    }
 }
 
 struct Conn {
@@ -203,15 +261,29 @@ struct Conn {
     first_begin_by: Option<Instant>,
     /// Not read for backpressure: body timeouts are suspended.
     paused: bool,
+    /// A request to run inline, picked up by [`serve`].
+    inline_next: Option<(Job, Stdin)>,
+    /// A request runs inline (or is about to): the next one gets a task.
+    inline_busy: bool,
+    /// The head buffer of the last inline request, for the next request.
+    spare_head: BytesMut,
 }
 
 impl Conn {
-    async fn flush(&mut self) -> bool {
-        if self.out.is_empty() {
-            return true;
-        }
-        let mut bufs = vec![self.out.split().freeze()];
-        self.down.send(&mut bufs).await
+    /// The inline exchange ended: its slot is free, its head buffer kept.
+    fn inline_ended(&mut self, job: Job) {
+        self.inline_busy = false;
+        self.down.reset_inline();
+        self.slots.retain(|s| {
+            !matches!(
+                s.phase,
+                Phase::Running {
+                    abort: Abort::Inline,
+                    ..
+                }
+            )
+        });
+        self.spare_head = job.head;
     }
 
     fn slot(&self, id: u16) -> Option<usize> {
@@ -332,11 +404,13 @@ impl Conn {
     /// sending can never finish and are dropped; the others are answered.
     fn client_done_sending(&mut self) {
         let m = metrics::global();
+        let down = &self.down;
         self.slots.retain(|s| match &s.phase {
             Phase::Running { body, .. } if body.complete => true,
-            // The task answers END_REQUEST and closes php-fpm's connection.
+            // The exchange answers END_REQUEST and closes php-fpm's
+            // connection.
             Phase::Running { abort, .. } => {
-                abort.cancel();
+                abort.cancel(down);
                 false
             }
             _ => {
@@ -357,20 +431,30 @@ impl Conn {
                 Ok(None) => return Ok(()),
                 Err(e) => return perr(e.to_string()),
             };
-            let frame = buf.split_to(n);
-            let content = &frame[HEADER_LEN..HEADER_LEN + h.content_len as usize];
-            if h.request_id == 0 {
-                self.management(h.kind, content)?;
+            if h.request_id != 0 && h.kind == codec::STDIN && h.content_len > 0 {
+                // Body bytes go on without a copy.
+                let frame = buf.split_to(n);
+                self.stdin(h, Some(frame))?;
                 continue;
             }
-            match h.kind {
-                codec::BEGIN_REQUEST => self.begin(h.request_id, content)?,
-                codec::ABORT_REQUEST => self.abort(h.request_id),
-                codec::PARAMS => self.params(h.request_id, content)?,
-                codec::STDIN => self.stdin(h, frame)?,
-                codec::DATA => {}
-                k => return perr(format!("record type {k} is not for a FastCGI server")),
-            }
+            let content = &buf[HEADER_LEN..HEADER_LEN + h.content_len as usize];
+            let r = if h.request_id == 0 {
+                self.management(h.kind, content)
+            } else {
+                match h.kind {
+                    codec::BEGIN_REQUEST => self.begin(h.request_id, content),
+                    codec::ABORT_REQUEST => {
+                        self.abort(h.request_id);
+                        Ok(())
+                    }
+                    codec::PARAMS => self.params(h.request_id, content),
+                    codec::STDIN => self.stdin(h, None),
+                    codec::DATA => Ok(()),
+                    k => perr(format!("record type {k} is not for a FastCGI server")),
+                }
+            };
+            buf.advance(n);
+            r?;
         }
     }
 

@@ -3,9 +3,11 @@
 //! when a pooled connection was dead, and turn failures into CGI responses.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use std::task::Poll;
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -20,27 +22,98 @@ use crate::metrics::{self, ForwardError};
 /// php-fpm's master died (it publishes that before the children go).
 const MASTER_GRACE: Duration = Duration::from_millis(100);
 
-/// The downstream connection as request tasks see it: one writer at a time.
+/// The downstream connection as requests see it: one writer at a time.
 pub struct Down {
     pub stream: Stream,
-    /// Serialises whole batches of records from concurrent requests.
+    /// Serialises whole batches of records from concurrent requests (only
+    /// multiplexed connections ever contend for it; uncontended it is one
+    /// atomic operation, and it cannot be held across a request).
     pub write_lock: tokio::sync::Mutex<()>,
     /// Cancelled when the connection is finished (client gone, protocol
     /// error, or a request without KEEP_CONN ended): requests still running
     /// on it are abandoned and their upstream connections closed.
     pub done: CancellationToken,
     pub write_timeout: Duration,
+    /// The request the connection runs inline (see [`Abort::Inline`]) is
+    /// aborted; cleared by the connection when it ends.
+    inline_abort: AtomicBool,
+}
+
+/// How a request learns that it is aborted (FCGI_ABORT_REQUEST, a client
+/// that stopped sending its body, or the connection finished).
+#[derive(Clone)]
+pub enum Abort {
+    /// A request running in its own task (multiplexed connections): a
+    /// child of [`Down::done`].
+    Token(CancellationToken),
+    /// The one request a connection runs inline, in its own task: the
+    /// connection's [`Down::abort_inline`], which it also calls when it is
+    /// finished. Costs nothing per request: no token, no waker (the flag is
+    /// set by the task that polls the exchange, which polls it again next).
+    Inline,
+}
+
+impl Abort {
+    /// Aborts the request (its exchange answers END_REQUEST and closes
+    /// php-fpm's connection).
+    pub fn cancel(&self, down: &Down) {
+        match self {
+            Abort::Token(t) => t.cancel(),
+            Abort::Inline => down.abort_inline(),
+        }
+    }
 }
 
 impl Down {
-    /// Writes `bufs` as one batch; on failure the connection is finished.
-    pub async fn send(&self, bufs: &mut Vec<Bytes>) -> bool {
-        let _g = self.write_lock.lock().await;
+    pub fn new(stream: Stream, write_timeout: Duration) -> Self {
+        Down {
+            stream,
+            write_lock: tokio::sync::Mutex::new(()),
+            done: CancellationToken::new(),
+            write_timeout,
+            inline_abort: AtomicBool::new(false),
+        }
+    }
+
+    /// Aborts the request running inline. Only the connection's own task
+    /// calls it: that task polls the inline exchange again before it waits.
+    pub fn abort_inline(&self) {
+        self.inline_abort.store(true, Ordering::Relaxed);
+    }
+
+    /// Readies the abort signal for the next inline request.
+    pub fn reset_inline(&self) {
+        self.inline_abort.store(false, Ordering::Relaxed);
+    }
+
+    /// Resolves when the request is aborted.
+    async fn aborted(&self, abort: &Abort) {
+        match abort {
+            Abort::Token(t) => t.cancelled().await,
+            Abort::Inline => {
+                std::future::poll_fn(|_| {
+                    if self.inline_abort.load(Ordering::Relaxed) {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    /// Writes `parts` as one batch; on failure the connection is finished.
+    pub async fn send(&self, parts: &[&[u8]]) -> bool {
+        let _g = match self.write_lock.try_lock() {
+            Ok(g) => g,
+            Err(_) => self.write_lock.lock().await,
+        };
         if self.done.is_cancelled() {
             return false;
         }
-        let len: usize = bufs.iter().map(Bytes::len).sum();
-        match io::write_all(&self.stream, bufs, self.write_timeout).await {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        match io::write_all(&self.stream, parts, self.write_timeout).await {
             Ok(()) => {
                 metrics::global().sent_bytes.inc_by(len as u64);
                 true
@@ -64,13 +137,14 @@ pub enum StdinMsg {
     Bad(u16),
 }
 
-/// What a request carries into its task.
+/// What a request carries into its exchange, and gets back when it ends
+/// (the connection reuses `head`'s buffer for its next request).
 pub struct Job {
     /// The client's request id.
     pub id: u16,
     pub keep_conn: bool,
     /// BEGIN + re-framed PARAMS (+ the whole STDIN when `stdin_done`).
-    pub head: Bytes,
+    pub head: BytesMut,
     pub stdin_done: bool,
     /// GET/HEAD with `retry_idempotent`, body already in `head`.
     pub replayable: bool,
@@ -114,24 +188,27 @@ pub fn error_response(id: u16, status: u16) -> Bytes {
 }
 
 /// The end of a request: how its downstream connection continues.
-async fn finish(down: &Down, job: &Job, mut bufs: Vec<Bytes>) {
-    if down.send(&mut bufs).await && !job.keep_conn {
+async fn finish(down: &Down, job: &Job, bytes: &[u8]) {
+    if down.send(&[bytes]).await && !job.keep_conn {
         down.done.cancel();
     }
 }
 
-/// Runs one request to its end. `abort` fires on FCGI_ABORT_REQUEST or when
-/// the client connection is finished (`down.done`). Every request is counted
-/// once in the metrics, when it ends, with the status its client got (0:
-/// none).
+/// The body still to come from the client (None: all of it is in the head).
+pub type Stdin = Option<mpsc::Receiver<StdinMsg>>;
+
+/// Runs one request to its end and gives its job back. `abort` fires on
+/// FCGI_ABORT_REQUEST or when the client connection is finished
+/// (`down.done`). Every request is counted once in the metrics, when it
+/// ends, with the status its client got (0: none).
 pub async fn run(
     job: Job,
-    stdin: mpsc::Receiver<StdinMsg>,
+    stdin: Stdin,
     down: Arc<Down>,
     pool: UpstreamPool,
     limits: Limits,
-    abort: CancellationToken,
-) {
+    abort: Abort,
+) -> Job {
     let m = metrics::global();
     let _in_flight = m.hold(|m| &m.in_flight);
     let (status, error) = run_inner(&job, stdin, &down, &pool, &limits, &abort).await;
@@ -139,22 +216,37 @@ pub async fn run(
         m.forward_error(kind);
     }
     m.request_done(status, job.arrived.elapsed());
+    job
+}
+
+fn close(stdin: &mut Stdin) {
+    if let Some(s) = stdin {
+        s.close();
+    }
+}
+
+/// The next STDIN message; never resolves without a body.
+async fn recv(stdin: &mut Stdin) -> Option<StdinMsg> {
+    match stdin {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// [`run`]'s work: the status the client got (0: none) and what went wrong.
 async fn run_inner(
     job: &Job,
-    mut stdin: mpsc::Receiver<StdinMsg>,
+    mut stdin: Stdin,
     down: &Down,
     pool: &UpstreamPool,
     limits: &Limits,
-    abort: &CancellationToken,
+    abort: &Abort,
 ) -> (u16, Option<ForwardError>) {
     let deadline = job.arrived + limits.request;
     let queue_deadline = (job.arrived + limits.queue).min(deadline);
     let lease = tokio::select! {
         r = pool.acquire(queue_deadline) => r,
-        _ = abort.cancelled() => {
+        _ = down.aborted(abort) => {
             aborted(down, job, &mut stdin).await;
             return (0, Some(ForwardError::ClientAborted));
         }
@@ -169,8 +261,8 @@ async fn run_inner(
                 AcquireError::Unreachable(_) => (502, ForwardError::UpstreamUnreachable),
             };
             tracing::warn!(error = %e, status, "request not forwarded");
-            stdin.close();
-            finish(down, job, vec![error_response(job.id, status)]).await;
+            close(&mut stdin);
+            finish(down, job, &error_response(job.id, status)).await;
             return (status, Some(kind));
         }
     };
@@ -195,7 +287,7 @@ async fn run_inner(
             (ex.status, Some(ForwardError::ClientAborted))
         }
         Outcome::Fail(status, why) => {
-            stdin.close();
+            close(&mut stdin);
             let kind = match status {
                 504 => ForwardError::Timeout,
                 400 => ForwardError::BadRequest,
@@ -210,7 +302,7 @@ async fn run_inner(
                 (ex.status, Some(kind))
             } else {
                 tracing::warn!(why, status, "request failed");
-                finish(down, job, vec![error_response(job.id, status)]).await;
+                finish(down, job, &error_response(job.id, status)).await;
                 (status, Some(kind))
             }
         }
@@ -218,14 +310,14 @@ async fn run_inner(
 }
 
 /// FCGI_ABORT_REQUEST answered: END_REQUEST{REQUEST_COMPLETE}, promptly.
-async fn aborted(down: &Down, job: &Job, stdin: &mut mpsc::Receiver<StdinMsg>) {
-    stdin.close();
+async fn aborted(down: &Down, job: &Job, stdin: &mut Stdin) {
+    close(stdin);
     if down.done.is_cancelled() {
         return;
     }
     let mut out = BytesMut::with_capacity(16);
     codec::encode_end(&mut out, job.id, 0, codec::REQUEST_COMPLETE);
-    finish(down, job, vec![out.freeze()]).await;
+    finish(down, job, &out).await;
 }
 
 enum Outcome {
@@ -258,89 +350,78 @@ impl Exchange<'_> {
         &mut self,
         mut lease: Lease,
         leased: Instant,
-        stdin: &mut mpsc::Receiver<StdinMsg>,
-        abort: &CancellationToken,
+        stdin: &mut Stdin,
+        abort: &Abort,
     ) -> Outcome {
-        let mut pending: Vec<Bytes> = vec![self.job.head.clone()];
-        let mut first = 0;
+        let down = self.down;
+        let head = &self.job.head[..];
+        let mut up = Upload::default();
         // Activity only moves a timestamp; the one timer is re-armed when it
         // fires early (no timer-wheel work per record).
         let mut read_deadline = leased + self.limits.read;
         let timer = tokio::time::sleep_until(self.deadline.min(read_deadline));
         tokio::pin!(timer);
-        let aborted = abort.cancelled();
+        let aborted = down.aborted(abort);
         tokio::pin!(aborted);
         loop {
-            let want_write = first < pending.len();
+            let want_write = up.pending(head);
             let interest = if want_write {
                 Interest::READABLE | Interest::WRITABLE
             } else {
                 Interest::READABLE
             };
-            tokio::select! {
+            // Some(why): the php-fpm connection died.
+            let died = tokio::select! {
                 biased;
                 _ = &mut aborted => return Outcome::Aborted,
-                r = lease.stream().ready(interest) => {
-                    let ready = match r {
-                        Ok(r) => r,
-                        Err(_) => {
-                            if let Some(o) = self.dead(&mut lease, &mut pending, &mut first, "php-fpm connection error").await.into_fail() {
-                                return o;
-                            }
-                            continue;
-                        }
+                r = lease.stream().ready(interest) => 'ready: {
+                    let Ok(ready) = r else {
+                        break 'ready Some("php-fpm connection error");
                     };
                     if ready.is_writable() && want_write {
-                        match write_some(lease.stream(), &mut pending, &mut first) {
+                        match up.write(lease.stream(), head) {
                             Ok(true) => read_deadline = Instant::now() + self.limits.read,
                             Ok(false) => {}
-                            Err(_) => {
-                                if let Some(o) = self.dead(&mut lease, &mut pending, &mut first, "php-fpm closed the connection").await.into_fail() {
-                                    return o;
-                                }
-                                continue;
-                            }
+                            Err(_) => break 'ready Some("php-fpm closed the connection"),
                         }
                     }
-                    if ready.is_readable() || ready.is_read_closed() {
-                        let (up, buf) = lease.parts();
-                        io::reserve_read(buf, 8192);
-                        match up.try_read_buf(buf) {
-                            Ok(0) => {
-                                if let Some(o) = self.dead(&mut lease, &mut pending, &mut first, "php-fpm closed the connection before the response ended").await.into_fail() {
-                                    return o;
-                                }
-                                continue;
-                            }
-                            Ok(_) => {
-                                self.got_any = true;
-                                read_deadline = Instant::now() + self.limits.read;
-                                match self.forward(&mut lease, stdin).await {
-                                    Step::More => {}
-                                    Step::Ended => {
-                                        let clean = first >= pending.len() && !self.stdin_open;
-                                        self.pool.report_success(&lease);
-                                        if clean {
-                                            lease.release();
-                                        }
-                                        return Outcome::Done;
+                    if !(ready.is_readable() || ready.is_read_closed()) {
+                        break 'ready None;
+                    }
+                    let (conn, buf) = lease.parts();
+                    io::reserve_read(buf, 8192);
+                    match conn.try_read_buf(buf) {
+                        Ok(0) => Some("php-fpm closed the connection before the response ended"),
+                        Ok(_) => {
+                            self.got_any = true;
+                            read_deadline = Instant::now() + self.limits.read;
+                            match self.forward(&mut lease, stdin).await {
+                                Step::More => None,
+                                Step::Ended => {
+                                    let clean = !up.pending(head) && !self.stdin_open;
+                                    self.pool.report_success(&lease);
+                                    if clean {
+                                        lease.release();
                                     }
-                                    Step::Fail(o) => return o,
+                                    return Outcome::Done;
                                 }
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                            Err(_) => {
-                                if let Some(o) = self.dead(&mut lease, &mut pending, &mut first, "php-fpm reset the connection").await.into_fail() {
-                                    return o;
-                                }
-                                continue;
+                                Step::Fail(o) => return o,
                             }
                         }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+                        Err(_) => Some("php-fpm reset the connection"),
                     }
-                }
-                m = stdin.recv(), if self.stdin_open && !want_write => match m {
-                    Some(StdinMsg::Data(b)) => { pending.clear(); first = 0; pending.push(b); }
-                    Some(StdinMsg::End(b)) => { pending.clear(); first = 0; pending.push(b); self.stdin_open = false; }
+                },
+                m = recv(stdin), if self.stdin_open && !want_write => match m {
+                    Some(StdinMsg::Data(b)) => {
+                        up.stdin = b;
+                        None
+                    }
+                    Some(StdinMsg::End(b)) => {
+                        up.stdin = b;
+                        self.stdin_open = false;
+                        None
+                    }
                     Some(StdinMsg::Bad(status)) => return Outcome::Fail(status, "body does not match CONTENT_LENGTH"),
                     None => return Outcome::Aborted,
                 },
@@ -353,6 +434,13 @@ impl Exchange<'_> {
                         return Outcome::Fail(504, "read timeout");
                     }
                     timer.as_mut().reset(self.deadline.min(read_deadline));
+                    None
+                }
+            };
+            if let Some(why) = died {
+                match self.dead(&mut lease, why).await {
+                    Ok(()) => up = Upload::default(),
+                    Err(o) => return o,
                 }
             }
         }
@@ -369,16 +457,12 @@ impl Exchange<'_> {
     /// - a fresh connection whose child died while its master lives (e.g.
     ///   `request_terminate_timeout`): the script ran; 502, and it counts
     ///   as php-fpm's failure.
-    async fn dead(
-        &mut self,
-        lease: &mut Lease,
-        pending: &mut Vec<Bytes>,
-        first: &mut usize,
-        why: &'static str,
-    ) -> Replay {
+    ///
+    /// Ok: `lease` is a new connection and the request starts over on it.
+    async fn dead(&mut self, lease: &mut Lease, why: &'static str) -> Result<(), Outcome> {
         let generation = lease.backend().generation;
         if self.got_any || self.replayed {
-            return Replay::No(Outcome::Fail(502, why));
+            return Err(Outcome::Fail(502, why));
         }
         let master_died = if lease.reused {
             !self.pool.is_current_backend(lease.backend())
@@ -390,7 +474,7 @@ impl Exchange<'_> {
             died
         };
         if !self.job.replayable || (!lease.reused && !master_died) {
-            return Replay::No(Outcome::Fail(502, why));
+            return Err(Outcome::Fail(502, why));
         }
         self.replayed = true;
         tracing::debug!(
@@ -410,19 +494,16 @@ impl Exchange<'_> {
             let not = master_died.then_some(generation);
             match self.pool.acquire_fresh(replay_deadline, not).await {
                 Ok(l) => *lease = l,
-                Err(_) => return Replay::No(Outcome::Fail(502, "php-fpm unreachable")),
+                Err(_) => return Err(Outcome::Fail(502, "php-fpm unreachable")),
             }
         }
         metrics::global().replays.inc();
-        pending.clear();
-        pending.push(self.job.head.clone());
-        *first = 0;
-        Replay::Yes
+        Ok(())
     }
 
     /// Forwards every whole record in the read buffer, ids rewritten in place,
-    /// in one downstream write.
-    async fn forward(&mut self, lease: &mut Lease, stdin: &mut mpsc::Receiver<StdinMsg>) -> Step {
+    /// in one downstream write straight from the buffer.
+    async fn forward(&mut self, lease: &mut Lease, stdin: &mut Stdin) -> Step {
         let buf = &mut lease.buf;
         let mut at = 0;
         let mut ended = false;
@@ -452,20 +533,21 @@ impl Exchange<'_> {
         if at == 0 {
             return Step::More;
         }
-        let mut batch = Vec::with_capacity(2);
-        if ended && !self.stdout_sent && !stdout {
+        if ended {
+            // Lets the client reuse the id as soon as it reads END_REQUEST.
+            close(stdin);
+        }
+        let sent = if ended && !self.stdout_sent && !stdout {
             // nginx turns an END_REQUEST with no output into its own 502.
             self.status = 502;
             let mut e = BytesMut::with_capacity(128);
             error_stdout(&mut e, self.job.id, 502);
-            batch.push(e.freeze());
-        }
-        batch.push(buf.split_to(at).freeze());
-        if ended {
-            // Lets the client reuse the id as soon as it reads END_REQUEST.
-            stdin.close();
-        }
-        if !self.down.send(&mut batch).await {
+            self.down.send(&[&e, &buf[..at]]).await
+        } else {
+            self.down.send(&[&buf[..at]]).await
+        };
+        buf.advance(at);
+        if !sent {
             return Step::Fail(Outcome::Aborted);
         }
         self.stdout_sent |= stdout;
@@ -485,16 +567,43 @@ enum Step {
     Fail(Outcome),
 }
 
-enum Replay {
-    Yes,
-    No(Outcome),
+/// What goes up to php-fpm next: the request's head from `head_at` on, then
+/// one STDIN batch at a time (the next is taken only once this one is
+/// written: backpressure).
+#[derive(Default)]
+struct Upload {
+    /// Bytes of the head written so far.
+    head_at: usize,
+    stdin: Bytes,
 }
 
-impl Replay {
-    fn into_fail(self) -> Option<Outcome> {
-        match self {
-            Replay::Yes => None,
-            Replay::No(o) => Some(o),
+impl Upload {
+    fn pending(&self, head: &[u8]) -> bool {
+        self.head_at < head.len() || !self.stdin.is_empty()
+    }
+
+    /// One non-blocking write of what is pending; true when it wrote.
+    fn write(&mut self, s: &Stream, head: &[u8]) -> std::io::Result<bool> {
+        let in_head = self.head_at < head.len();
+        let bytes = if in_head {
+            &head[self.head_at..]
+        } else {
+            &self.stdin[..]
+        };
+        if bytes.is_empty() {
+            return Ok(false);
+        }
+        match s.try_write(bytes) {
+            Ok(n) => {
+                if in_head {
+                    self.head_at += n;
+                } else {
+                    self.stdin.advance(n);
+                }
+                Ok(n > 0)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }
@@ -510,24 +619,6 @@ fn cgi_status(content: &[u8]) -> u16 {
             .unwrap_or(0),
         Some(_) => 0,
         None => 200,
-    }
-}
-
-/// One non-blocking `writev` of what is pending; true when it wrote.
-fn write_some(s: &Stream, pending: &mut [Bytes], first: &mut usize) -> std::io::Result<bool> {
-    let mut slices = [std::io::IoSlice::new(&[]); 16];
-    let mut k = 0;
-    for b in pending[*first..].iter().take(16) {
-        slices[k] = std::io::IoSlice::new(b);
-        k += 1;
-    }
-    match s.try_write_vectored(&slices[..k]) {
-        Ok(n) => {
-            io::advance(pending, first, n);
-            Ok(n > 0)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
-        Err(e) => Err(e),
     }
 }
 

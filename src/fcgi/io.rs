@@ -5,7 +5,7 @@
 use std::io::{self, IoSlice};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{Interest, Ready};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -55,6 +55,13 @@ impl Stream {
         match (r, short) {
             (Err(_), Some(n)) => Ok(n),
             (r, _) => r,
+        }
+    }
+
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write(buf),
+            Stream::Unix(s) => s.try_write(buf),
         }
     }
 
@@ -116,55 +123,42 @@ pub fn reserve_read(buf: &mut BytesMut, min: usize) {
     }
 }
 
-/// Writes every buffer of `bufs`, in order, with as few `writev` calls as the
-/// socket allows; `bufs` is drained. Fails with `TimedOut` past `timeout`.
-pub async fn write_all(
-    stream: &Stream,
-    bufs: &mut Vec<Bytes>,
-    timeout: Duration,
-) -> io::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    bufs.retain(|b| !b.is_empty());
-    let mut first = 0;
-    while first < bufs.len() {
-        let n = {
-            let mut slices = [IoSlice::new(&[]); 32];
-            let mut k = 0;
-            for b in bufs[first..].iter().take(32) {
-                slices[k] = IoSlice::new(b);
-                k += 1;
+/// Writes `parts` one after the other with as few `writev` calls as the
+/// socket allows. Fails with `TimedOut` past `timeout`.
+pub async fn write_all(stream: &Stream, parts: &[&[u8]], timeout: Duration) -> io::Result<()> {
+    // The deadline is only computed once a write would block.
+    let mut deadline = None;
+    // Bytes of `parts` written so far.
+    let mut written = 0;
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    while written < total {
+        let mut slices = [IoSlice::new(&[]); 8];
+        let mut k = 0;
+        let mut skip = written;
+        for p in parts {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
             }
-            match stream.try_write_vectored(&slices[..k]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match tokio::time::timeout_at(deadline, stream.ready(Interest::WRITABLE)).await
-                    {
-                        Ok(r) => r?,
-                        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-                    };
-                    continue;
-                }
-                Err(e) => return Err(e),
+            if k == slices.len() {
+                break;
             }
-        };
-        advance(bufs, &mut first, n);
-    }
-    bufs.clear();
-    Ok(())
-}
-
-/// Consumes `n` written bytes from `bufs[first..]`.
-pub fn advance(bufs: &mut [Bytes], first: &mut usize, mut n: usize) {
-    while n > 0 {
-        let b = &mut bufs[*first];
-        if n >= b.len() {
-            n -= b.len();
-            *b = Bytes::new();
-            *first += 1;
-        } else {
-            b.advance(n);
-            n = 0;
+            slices[k] = IoSlice::new(&p[skip..]);
+            skip = 0;
+            k += 1;
+        }
+        match stream.try_write_vectored(&slices[..k]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let d = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
+                match tokio::time::timeout_at(d, stream.ready(Interest::WRITABLE)).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                };
+            }
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
 }

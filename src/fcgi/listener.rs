@@ -242,12 +242,7 @@ impl ForwardListener {
                     continue;
                 }
             };
-            let down = Arc::new(Down {
-                stream,
-                write_lock: tokio::sync::Mutex::new(()),
-                done: CancellationToken::new(),
-                write_timeout: self.ctx.limits.write,
-            });
+            let down = Arc::new(Down::new(stream, self.ctx.limits.write));
             let ctx = self.ctx.clone();
             let shutdown = shutdown.clone();
             let m = crate::metrics::global();

@@ -61,27 +61,68 @@ pub fn idle_lifetime(config: &Config) -> Option<Duration> {
     l
 }
 
+/// The environment variable that sets the number of forwarder threads when
+/// `forward.threads` is left at 0 (auto); the test suite runs the
+/// forwarding tests again with it set to 2.
+pub const THREADS_ENV: &str = "TQSUP_FORWARD_THREADS";
+
+/// How many forwarder threads run: `forward.threads`; when 0 (auto),
+/// [`THREADS_ENV`] if set, else 1 on up to 2 CPUs and one per CPU but one
+/// (at most 8) above that.
+///
+/// Every request hops between sockets several times: measured on two
+/// cores, one single-threaded runtime costs about a fifth less CPU per
+/// request than a work-stealing one (no cross-thread wake-ups), and a second
+/// thread there only competes with nginx and php-fpm for the same two
+/// cores. With more CPUs, one is left for the web server and php-fpm's
+/// master and the rest scale the forwarder, up to 8: past that the shared
+/// pool and php-fpm's children are the limit, not the forwarder (a guess:
+/// only 1 and 2 threads were measured, on 2 CPUs).
+pub fn forward_threads(configured: u32) -> usize {
+    if configured > 0 {
+        return configured as usize;
+    }
+    let env = std::env::var(THREADS_ENV).ok();
+    if let Some(n) = env.and_then(|v| v.trim().parse::<usize>().ok())
+        && n > 0
+    {
+        return n.min(64);
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus <= 2 { 1 } else { (cpus - 1).min(8) }
+}
+
 /// Binds `forward.listen`, serves until `shutdown`, then stops accepting and
 /// returns once the requests in flight are done.
 ///
-/// The forwarder runs on its own thread with a single-threaded runtime:
-/// every request hops between sockets several times, and measured on two
-/// cores this costs about a fifth less CPU per request than a work-stealing
-/// runtime (no cross-thread wake-ups); it also keeps the hot path apart from
-/// the supervisor's work.
+/// The forwarder runs on threads of its own ([`forward_threads`]), apart
+/// from the supervisor's work: one thread with a single-threaded runtime, or
+/// a work-stealing runtime with that many workers. (Not one single-threaded
+/// runtime per thread: pooled php-fpm connections move between requests of
+/// any thread, and a tokio socket belongs to the runtime that opened it.)
 pub async fn run_forwarder(
     config: Arc<Config>,
     state: watch::Receiver<PhpFpmState>,
     paths: InternalPaths,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let threads = forward_threads(config.forward.threads);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("tqsup-forward".into())
         .spawn(move || {
-            let r = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+            let rt = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("tqsup-forward")
+                    .enable_all()
+                    .build()
+            };
+            let r = rt
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(serve(config, state, paths, shutdown)));
             let _ = done_tx.send(r);

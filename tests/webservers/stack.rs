@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::common::{Guard, Project, free_port, tqsup};
 
 /// The addresses every snippet is written with (DEPLOYMENT.md says so too).
-pub const SNIPPET_TQSUP: &str = "127.0.0.1:9000";
+pub const SNIPPET_TQSUP: &str = "/run/tqsup-web/php.sock";
 pub const SNIPPET_SITE: &str = "127.0.0.1:8080";
 pub const SNIPPET_DOCROOT: &str = "/srv/app/public";
 
@@ -16,12 +16,13 @@ pub const SNIPPET_DOCROOT: &str = "/srv/app/public";
 pub const BIG_MIB: usize = 20;
 pub const POST_MIB: usize = 5;
 
-/// `tqsup run` (real php-fpm under it) with its forward listener on a free
-/// port, and a free port for the web server in front.
+/// `tqsup run` (real php-fpm under it) with its forward listener on a unix
+/// socket in the project, and a free port for the web server in front.
 pub struct Tqsup {
     pub project: Project,
     pub guard: Guard,
-    /// `forward.listen`, `127.0.0.1:port`.
+    /// `forward.listen`, a unix socket path (mode 0666: the web servers'
+    /// workers run as other users).
     pub forward: String,
     /// Where the web server listens, `127.0.0.1:port`.
     pub site: String,
@@ -33,7 +34,7 @@ impl Tqsup {
         write_scripts(&project);
         let run = project.join("run");
         std::fs::create_dir(&run).unwrap();
-        let forward = format!("127.0.0.1:{}", free_port());
+        let forward = project.join("fwd.sock").display().to_string();
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pool = format!("ws{}x{n}", std::process::id());
@@ -41,7 +42,7 @@ impl Tqsup {
             "tqsup.yaml",
             &format!(
                 "php_fpm:\n  document_root: public\n  pool: {{ name: {pool}, type: static, max_children: 4 }}\n\
-                 forward:\n  listen: \"{forward}\"\n\
+                 forward:\n  listen: \"{forward}\"\n  socket_mode: \"0666\"\n\
                  supervisor: {{ stop_timeout_ms: 3000, ready_timeout_ms: 10000 }}\n\
                  log: {{ level: info }}\n"
             ),

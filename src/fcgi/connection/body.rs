@@ -14,7 +14,9 @@ use crate::fcgi::exchange::StdinMsg;
 
 /// The STDIN side of a running request.
 pub struct Body {
-    tx: mpsc::Sender<StdinMsg>,
+    /// None: the request has no body to pass on (its empty STDIN is in its
+    /// head).
+    tx: Option<mpsc::Sender<StdinMsg>>,
     /// Waits for room in the channel; made the first time it was full (it
     /// boxes its wait, so a request whose body always fits costs nothing).
     waiter: Option<PollSender<StdinMsg>>,
@@ -35,7 +37,7 @@ impl Body {
     /// A body of `remaining` bytes still to come.
     pub fn new(tx: mpsc::Sender<StdinMsg>, remaining: u64) -> Self {
         Body {
-            tx,
+            tx: Some(tx),
             waiter: None,
             queued: BytesMut::new(),
             last: None,
@@ -45,16 +47,23 @@ impl Body {
         }
     }
 
-    /// A request whose (empty) body is already in its head.
-    pub fn none(tx: mpsc::Sender<StdinMsg>) -> Self {
-        let mut b = Body::new(tx, 0);
-        b.complete = true;
-        b
+    /// A request whose (empty) body is already in its head; `tx` tells a
+    /// task's end (a request run inline has none: the connection sees it end).
+    pub fn none(tx: Option<mpsc::Sender<StdinMsg>>) -> Self {
+        Body {
+            tx,
+            waiter: None,
+            queued: BytesMut::new(),
+            last: None,
+            remaining: 0,
+            complete: true,
+            last_input: Instant::now(),
+        }
     }
 
     /// The task has let go of its STDIN: the request is over.
     pub fn task_done(&self) -> bool {
-        self.tx.is_closed()
+        self.tx.as_ref().is_some_and(|tx| tx.is_closed())
     }
 
     /// Bytes queued here.
@@ -73,8 +82,9 @@ impl Body {
         if matches!(msg, StdinMsg::Bad(_)) {
             self.queued = BytesMut::new();
         }
+        let Some(tx) = &self.tx else { return };
         if !self.pending() {
-            match self.tx.try_send(msg) {
+            match tx.try_send(msg) {
                 Ok(()) | Err(TrySendError::Closed(_)) => return,
                 Err(TrySendError::Full(m)) => msg = m,
             }
@@ -95,7 +105,9 @@ impl Body {
     /// Moves what is queued into the channel as room appears. Ready when
     /// something moved or the task is gone (nothing left to wait for).
     pub fn poll_deliver(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let tx = &self.tx;
+        let Some(tx) = &self.tx else {
+            return Poll::Ready(());
+        };
         let waiter = self
             .waiter
             .get_or_insert_with(|| PollSender::new(tx.clone()));

@@ -3,7 +3,7 @@
 //! the client's PARAMS records, charged against the buffer budgets, and what
 //! tqsup reads from the params, in one pass.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
 use crate::fcgi::codec::{self, CodecError, HEADER_LEN, MAX_CONTENT, ReframeError};
 use crate::fcgi::listener::Charge;
@@ -31,7 +31,24 @@ pub struct Head {
     framed: bool,
 }
 
+/// A buffer kept for the connection's next head is at most this big (an
+/// idle connection holds it).
+pub const KEEP_FOR_REUSE: usize = 8 * 1024;
+
 impl Head {
+    /// A head collected in `buf` (a finished request's, cleared), so a
+    /// connection's requests reuse one allocation. Its capacity is charged
+    /// up front; a buffer the budgets cannot take is dropped.
+    pub fn reusing(mut buf: BytesMut, room: usize, charge: &mut Charge) -> Head {
+        buf.clear();
+        let cap = buf.capacity();
+        if !(PREFIX + TAIL..=KEEP_FOR_REUSE.min(room)).contains(&cap) || !charge.grow(cap) {
+            return Head::default();
+        }
+        buf.put_bytes(0, PREFIX);
+        Head { buf, framed: false }
+    }
+
     /// The params collected so far (the content of the PARAMS stream).
     pub fn params(&self) -> &[u8] {
         self.buf.get(PREFIX..).unwrap_or(&[])
@@ -95,14 +112,14 @@ impl Head {
         Ok(())
     }
 
-    /// The framed head for the request's task, with the empty STDIN when the
-    /// request has no body.
-    pub fn finish(mut self, stdin_end: bool) -> Bytes {
+    /// The framed head for the request's exchange, with the empty STDIN when
+    /// the request has no body.
+    pub fn finish(mut self, stdin_end: bool) -> BytesMut {
         debug_assert!(self.framed);
         if stdin_end {
             codec::put_header(&mut self.buf, codec::STDIN, 1, 0);
         }
-        self.buf.freeze()
+        self.buf
     }
 }
 

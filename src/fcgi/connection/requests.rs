@@ -10,7 +10,7 @@ use super::body::Body;
 use super::head::{self, Head, Over};
 use super::{Conn, MAX_REQUESTS_PER_CONN, Phase, ProtocolError, STDIN_END, Slot, perr};
 use crate::fcgi::codec::{self, HEADER_LEN};
-use crate::fcgi::exchange::{self, Job, StdinMsg};
+use crate::fcgi::exchange::{self, Abort, Job, StdinMsg};
 use crate::fcgi::listener::Charge;
 use crate::metrics::{self, ForwardError};
 
@@ -35,13 +35,19 @@ impl Conn {
         }
         self.slots.retain(|s| s.id != id);
         let arrived = Instant::now();
+        let mut charge = Charge::new(&self.ctx.clients.params_total);
+        let head = Head::reusing(
+            std::mem::take(&mut self.spare_head),
+            self.params_room(),
+            &mut charge,
+        );
         self.slots.push(Slot {
             id,
             keep_conn,
             arrived,
-            charge: Charge::new(&self.ctx.clients.params_total),
+            charge,
             phase: Phase::Params {
-                head: Head::default(),
+                head,
                 deadline: arrived + self.ctx.clients.params_timeout,
             },
         });
@@ -56,8 +62,9 @@ impl Conn {
         let Some(idx) = self.slot(id) else { return };
         match &self.slots[idx].phase {
             Phase::Running { abort, .. } => {
-                // The task answers END_REQUEST and closes php-fpm's connection.
-                abort.cancel();
+                // The exchange answers END_REQUEST and closes php-fpm's
+                // connection.
+                abort.cancel(&self.down);
                 self.slots.swap_remove(idx);
             }
             _ => {
@@ -83,8 +90,7 @@ impl Conn {
         if content.is_empty() {
             return self.params_done(idx);
         }
-        let used: usize = self.slots.iter().map(|s| s.charge.bytes()).sum();
-        let room = self.ctx.clients.params_per_conn.saturating_sub(used);
+        let room = self.params_room();
         let s = &mut self.slots[idx];
         let Phase::Params { head, .. } = &mut s.phase else {
             unreachable!("checked above");
@@ -144,12 +150,19 @@ impl Conn {
         Ok(())
     }
 
-    /// Spawns the request's task; `body`: the body bytes still to come
-    /// (None: the head holds the whole request).
-    fn start(&mut self, idx: usize, head: Bytes, replayable: bool, body: Option<u64>) {
+    /// What the connection's PARAMS budget has left.
+    fn params_room(&self) -> usize {
+        let used: usize = self.slots.iter().map(|s| s.charge.bytes()).sum();
+        self.ctx.clients.params_per_conn.saturating_sub(used)
+    }
+
+    /// Starts the request's exchange: inline, in the connection's own task,
+    /// when no other request runs there (the common case: one request at a
+    /// time); in a task of its own otherwise (multiplexing). `body`: the
+    /// body bytes still to come (None: the head holds the whole request).
+    fn start(&mut self, idx: usize, head: BytesMut, replayable: bool, body: Option<u64>) {
+        let inline = !self.inline_busy;
         let slot = &mut self.slots[idx];
-        let (tx, rx) = mpsc::channel(2);
-        let abort = self.down.done.child_token();
         let job = Job {
             id: slot.id,
             keep_conn: slot.keep_conn,
@@ -158,25 +171,51 @@ impl Conn {
             replayable,
             arrived: slot.arrived,
         };
+        // A channel carries the body, and tells a task's end (an inline
+        // request's end is seen by the connection itself).
+        let (tx, rx) = if body.is_some() || !inline {
+            let (tx, rx) = mpsc::channel(2);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let abort = if inline {
+            Abort::Inline
+        } else {
+            Abort::Token(self.down.done.child_token())
+        };
         slot.phase = Phase::Running {
             abort: abort.clone(),
-            body: match body {
-                Some(n) => Body::new(tx, n),
-                None => Body::none(tx),
+            body: match (body, tx) {
+                (Some(n), Some(tx)) => Body::new(tx, n),
+                (_, tx) => Body::none(tx),
             },
         };
+        if inline {
+            self.inline_busy = true;
+            self.inline_next = Some((job, rx));
+            return;
+        }
         let ctx = &self.ctx;
-        ctx.tracker.spawn(exchange::run(
+        let run = exchange::run(
             job,
             rx,
             self.down.clone(),
             ctx.pool.clone(),
             ctx.limits.clone(),
             abort,
-        ));
+        );
+        ctx.tracker.spawn(async move {
+            run.await;
+        });
     }
 
-    pub(super) fn stdin(&mut self, h: codec::Header, frame: BytesMut) -> Result<(), ProtocolError> {
+    /// A STDIN record; `frame` (the whole record) when it has content.
+    pub(super) fn stdin(
+        &mut self,
+        h: codec::Header,
+        frame: Option<BytesMut>,
+    ) -> Result<(), ProtocolError> {
         let Some(idx) = self.slot(h.request_id) else {
             return Ok(());
         };
@@ -214,7 +253,7 @@ impl Conn {
                     StdinMsg::Bad(400)
                 } else {
                     body.remaining -= len;
-                    StdinMsg::Data(for_php_fpm(h, frame))
+                    StdinMsg::Data(for_php_fpm(h, frame.expect("a record with content")))
                 };
                 body.complete = !matches!(msg, StdinMsg::Data(_));
                 body.push(msg);
