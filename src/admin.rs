@@ -32,14 +32,26 @@ pub struct AdminView {
     /// The last scrape, reused for a second so a busy scraper costs php-fpm
     /// at most one status request per second.
     cache: Mutex<Option<(Instant, Option<PoolStatus>)>>,
+    /// The forwarder's lanes, for `/status`.
+    pub lanes: Arc<crate::fcgi::lanes::Lanes>,
 }
 
 impl AdminView {
     pub fn new(state: watch::Receiver<PhpFpmState>, scrape: ScrapeFn) -> Arc<Self> {
+        Self::with_lanes(state, scrape, Arc::default())
+    }
+
+    /// A view that also shows the forwarder's lanes.
+    pub fn with_lanes(
+        state: watch::Receiver<PhpFpmState>,
+        scrape: ScrapeFn,
+        lanes: Arc<crate::fcgi::lanes::Lanes>,
+    ) -> Arc<Self> {
         Arc::new(AdminView {
             state,
             scrape,
             cache: Mutex::new(None),
+            lanes,
         })
     }
 
@@ -201,6 +213,13 @@ async fn handle(
                         BreakerState::HalfOpen => "half-open",
                         BreakerState::Open => "open",
                     },
+                    "lanes": view.lanes.iter().map(|l| serde_json::json!({
+                        "name": l.name,
+                        "max": l.max,
+                        "in_use": l.in_use(),
+                        "queued": l.queued(),
+                        "queue_timeout_ms": l.queue_timeout.as_millis() as u64,
+                    })).collect::<Vec<_>>(),
                 },
             });
             response(StatusCode::OK, "application/json", format!("{body:#}\n"))

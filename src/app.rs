@@ -104,6 +104,8 @@ async fn run_async(
     };
 
     let shared = Arc::new(config.clone());
+    // forward.lanes: one set, used by the forwarder, shown by /status.
+    let lanes = Arc::new(crate::fcgi::lanes::Lanes::new(&config.forward.lanes));
     // forwarder: its own token, so shutdown can stop accepting first.
     let forwarder = config.forward.enabled.then(|| {
         let token = root.child_token();
@@ -112,6 +114,7 @@ async fn run_async(
             shared.clone(),
             state_rx.clone(),
             paths.clone(),
+            lanes.clone(),
             token.clone(),
         );
         spawn_essential(&fwd, &root, "forward listener", run);
@@ -144,7 +147,7 @@ async fn run_async(
                 Ok(r.body.to_vec())
             })
         });
-        let view = crate::admin::AdminView::new(state_rx.clone(), scrape);
+        let view = crate::admin::AdminView::with_lanes(state_rx.clone(), scrape, lanes.clone());
         let run = crate::admin::run_admin(listen, view, root.child_token());
         spawn_essential(&tracker, &root, "admin endpoint", run);
     }

@@ -490,3 +490,69 @@ fn children_past_max_lifetime_are_all_replaced() {
     v.no_restart();
     v.finish();
 }
+
+/// Lanes (DESIGN §7): on a pool of 4, 8 clients hammer a 2 s `/slow.php`
+/// while 8 others ask for `/index.php`. Without a lane the slow requests
+/// take every child and the fast ones wait behind them; with a `/slow*` lane
+/// of 1 the fast ones keep the rest of the pool (never a 503, no wait),
+/// while the slow ones queue in their own lane and get 503 past its timeout.
+#[test]
+fn a_lane_keeps_one_slow_endpoint_from_taking_the_pool() {
+    let run = |lane: bool| {
+        let project = Site::project();
+        write_php(&project, "public/slow.php", "usleep(2000000);", "'slow'");
+        let site = Site::start(
+            project,
+            SiteConfig {
+                forward_extra: if lane {
+                    "  lanes:\n    - { name: slow, match: \"/slow*\", max: 1, queue_timeout_ms: 3000 }\n"
+                        .into()
+                } else {
+                    String::new()
+                },
+                ..SiteConfig::default()
+            },
+        );
+        let get = |path: &str, expect: &str, secs: u64| Load {
+            connections: 8,
+            duration: Duration::from_secs(secs),
+            timeout: Duration::from_secs(20),
+            requests: vec![Req::Get(path.into())],
+            expect: expect.into(),
+        };
+        let unloaded = site.load(&get("/index.php", "index body-ok", 2)).finish();
+        let slow = site.load(&get("/slow.php", "slow body-ok", 10));
+        std::thread::sleep(ms(1000));
+        let fast = site.load(&get("/index.php", "index body-ok", 6)).finish();
+        let slow = slow.finish();
+        (site, unloaded, fast, slow)
+    };
+    let (site, unloaded, fast, slow) = run(true);
+    let (_plain, _, fast_plain, _) = run(false);
+    let mut v = site.verdict("a_lane_keeps_one_slow_endpoint_from_taking_the_pool");
+    v.clean_load("/index.php alone", &unloaded);
+    v.clean_load("/index.php beside /slow.php in a lane of 1", &fast);
+    v.check(
+        "/index.php's worst latency stays near its unloaded one",
+        fast.latency_max <= (unloaded.latency_max * 3).max(ms(300)),
+        format!(
+            "{:?} vs {:?} unloaded",
+            fast.latency_max, unloaded.latency_max
+        ),
+    );
+    v.check(
+        "/slow.php: some served, the rest 503 past the lane's timeout",
+        slow.ok > 0 && slow.status(503) > 0 && slow.non_2xx() == slow.status(503),
+        slow.summary(),
+    );
+    v.check(
+        "without the lane, /index.php waits behind /slow.php",
+        fast_plain.latency_max >= ms(1000),
+        format!(
+            "{:?} without the lane vs {:?} with it",
+            fast_plain.latency_max, fast.latency_max
+        ),
+    );
+    v.no_restart();
+    v.finish();
+}

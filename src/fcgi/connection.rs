@@ -70,6 +70,9 @@ struct Slot {
     /// The head's share of the PARAMS budgets, held until the request ends
     /// (its exchange keeps the head for a replay).
     charge: Charge,
+    /// The `forward.lanes` lane the request belongs to, once its PARAMS
+    /// are read.
+    lane: Option<usize>,
     phase: Phase,
 }
 

@@ -149,6 +149,8 @@ pub struct Job {
     /// GET/HEAD with `retry_idempotent`, body already in `head`.
     pub replayable: bool,
     pub arrived: Instant,
+    /// Its `forward.lanes` lane, if it has one.
+    pub lane: Option<usize>,
 }
 
 /// Timeouts a request runs under.
@@ -243,9 +245,12 @@ async fn run_inner(
     abort: &Abort,
 ) -> (u16, Option<ForwardError>) {
     let deadline = job.arrived + limits.request;
-    let queue_deadline = (job.arrived + limits.queue).min(deadline);
+    // A lane's request waits in the lane's own queue, for its own timeout.
+    let lane = job.lane.and_then(|i| pool.lanes().get(i));
+    let queue = lane.map_or(limits.queue, |l| l.queue_timeout);
+    let queue_deadline = (job.arrived + queue).min(deadline);
     let lease = tokio::select! {
-        r = pool.acquire(queue_deadline) => r,
+        r = pool.acquire_in(queue_deadline, lane) => r,
         _ = down.aborted(abort) => {
             aborted(down, job, &mut stdin).await;
             return (0, Some(ForwardError::ClientAborted));
@@ -493,7 +498,11 @@ impl Exchange<'_> {
         if again.is_none() {
             let not = master_died.then_some(generation);
             match self.pool.acquire_fresh(replay_deadline, not).await {
-                Ok(l) => *lease = l,
+                Ok(mut l) => {
+                    // The request keeps its room in its lane.
+                    l.set_lane(lease.take_lane());
+                    *lease = l;
+                }
                 Err(_) => return Err(Outcome::Fail(502, "php-fpm unreachable")),
             }
         }

@@ -104,6 +104,7 @@ pub async fn run_forwarder(
     config: Arc<Config>,
     state: watch::Receiver<PhpFpmState>,
     paths: InternalPaths,
+    lanes: Arc<lanes::Lanes>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let threads = forward_threads(config.forward.threads);
@@ -124,7 +125,7 @@ pub async fn run_forwarder(
             };
             let r = rt
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(serve(config, state, paths, shutdown)));
+                .and_then(|rt| rt.block_on(serve(config, state, paths, lanes, shutdown)));
             let _ = done_tx.send(r);
         })?;
     done_rx
@@ -136,11 +137,12 @@ async fn serve(
     config: Arc<Config>,
     state: watch::Receiver<PhpFpmState>,
     paths: InternalPaths,
+    lanes: Arc<lanes::Lanes>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let php = &config.php_fpm;
     let fwd = &config.forward;
-    let pool = UpstreamPool::new(
+    let pool = UpstreamPool::with_lanes(
         state.clone(),
         PoolSettings {
             connect_timeout: php.connect_timeout,
@@ -148,6 +150,7 @@ async fn serve(
             failure_threshold: fwd.health.failure_threshold,
             open: fwd.health.open,
         },
+        lanes,
     );
     let ctx = Ctx {
         pool: pool.clone(),

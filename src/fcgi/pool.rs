@@ -24,7 +24,7 @@ pub use super::backend::Backend;
 use super::backend::{BusyGuard, Held, Holder, Idle};
 use super::breaker::Breaker;
 use super::io::Stream;
-use super::lanes::{LaneGate, LanePermit};
+use super::lanes::{LaneGate, LanePermit, Lanes};
 use crate::config::Endpoint;
 use crate::metrics::{self, GaugeGuard};
 use crate::upstream::PhpFpmState;
@@ -53,6 +53,8 @@ pub enum AcquireError {
 }
 
 struct Inner {
+    /// `forward.lanes`, shared with the admin endpoint's /status.
+    lanes: Arc<Lanes>,
     state: watch::Receiver<PhpFpmState>,
     breaker: Arc<Mutex<Breaker>>,
     settings: PoolSettings,
@@ -187,14 +189,29 @@ fn is_saturation(e: &io::Error) -> bool {
 
 impl UpstreamPool {
     pub fn new(state: watch::Receiver<PhpFpmState>, settings: PoolSettings) -> Self {
+        Self::with_lanes(state, settings, Arc::new(Lanes::default()))
+    }
+
+    /// A pool whose requests may belong to `lanes`.
+    pub fn with_lanes(
+        state: watch::Receiver<PhpFpmState>,
+        settings: PoolSettings,
+        lanes: Arc<Lanes>,
+    ) -> Self {
         let breaker = Breaker::new(settings.failure_threshold, settings.open);
         UpstreamPool {
             inner: Arc::new(Inner {
+                lanes,
                 state,
                 breaker: Arc::new(Mutex::new(breaker)),
                 settings,
             }),
         }
+    }
+
+    /// The lanes requests may belong to.
+    pub fn lanes(&self) -> &Lanes {
+        &self.inner.lanes
     }
 
     /// The current backend, if php-fpm is ready.

@@ -34,6 +34,8 @@ pub struct SiteConfig {
     /// `php_fpm.env.TQ_VERSION`, which `post.php` prints: a value a reload
     /// must apply.
     pub version: String,
+    /// Extra `forward:` lines (indented two spaces), e.g. lanes.
+    pub forward_extra: String,
     /// Extra `php_fpm.pool` keys after the defaults, e.g.
     /// `type: dynamic, start_servers: 2` (a later key wins in YAML flow).
     pub pool_extra: String,
@@ -50,6 +52,7 @@ impl Default for SiteConfig {
             health_failure_threshold: 3,
             version: "v0".into(),
             pool_extra: String::new(),
+            forward_extra: String::new(),
         }
     }
 }
@@ -59,12 +62,13 @@ impl SiteConfig {
         format!(
             "php_fpm:\n  document_root: {root}\n  env: {{ TQ_VERSION: \"{version}\" }}\n  pool: {{ max_children: {children}, max_requests: {max_requests}, {pool} }}\n\
              forward:\n  listen: {sock}\n  socket_mode: \"0666\"\n  queue_timeout_ms: {queue}\n\
-             \x20 health: {{ interval_ms: {interval}, timeout_ms: {interval}, failure_threshold: {threshold} }}\n\
+             \x20 health: {{ interval_ms: {interval}, timeout_ms: {interval}, failure_threshold: {threshold} }}\n{forward_extra}\
              supervisor: {{ stop_timeout_ms: 10000 }}\nlog: {{ level: info }}\n",
             root = project.join(&self.document_root).display(),
             version = self.version,
             children = self.children,
             max_requests = self.max_requests,
+            forward_extra = self.forward_extra,
             pool = if self.pool_extra.is_empty() {
                 "type: static"
             } else {

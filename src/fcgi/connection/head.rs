@@ -128,6 +128,9 @@ impl Head {
 pub struct ParamsSeen<'a> {
     pub content_length: &'a [u8],
     pub method: &'a [u8],
+    /// For `forward.lanes`.
+    pub script_name: &'a [u8],
+    pub request_uri: &'a [u8],
 }
 
 /// One pass over the pairs of a complete PARAMS stream (which also checks
@@ -139,6 +142,8 @@ pub fn read_params(params: &[u8]) -> Result<ParamsSeen<'_>, CodecError> {
         match n {
             b"CONTENT_LENGTH" => seen.content_length = v,
             b"REQUEST_METHOD" => seen.method = v,
+            b"SCRIPT_NAME" => seen.script_name = v,
+            b"REQUEST_URI" => seen.request_uri = v,
             _ => {}
         }
     }

@@ -46,6 +46,7 @@ impl Conn {
             keep_conn,
             arrived,
             charge,
+            lane: None,
             phase: Phase::Params {
                 head,
                 deadline: arrived + self.ctx.clients.params_timeout,
@@ -123,6 +124,12 @@ impl Conn {
         }
         let seen = head::read_params(params).map_err(|e| ProtocolError(e.to_string()))?;
         let replayable = retry && matches!(seen.method, b"GET" | b"HEAD");
+        let lanes = self.ctx.pool.lanes();
+        s.lane = if lanes.is_empty() {
+            None
+        } else {
+            lanes.select(seen.script_name, seen.request_uri)
+        };
         let Ok(length) = head::content_length(seen.content_length) else {
             self.answer(idx, 400);
             return Ok(());
@@ -170,6 +177,7 @@ impl Conn {
             stdin_done: body.is_none(),
             replayable,
             arrived: slot.arrived,
+            lane: slot.lane,
         };
         // A channel carries the body, and tells a task's end (an inline
         // request's end is seen by the connection itself).
