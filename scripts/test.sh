@@ -7,10 +7,7 @@ scripts/install-deps.sh --tests
 threads="${TQSUP_TEST_THREADS:-2}"
 cargo test --locked --all-targets -- --test-threads="$threads"
 # The forwarding tests once more with two forwarder threads (forward.threads
-# is auto in the tests: one thread on up to 2 CPUs). Not `load` yet: on two
-# threads load::max_requests_recycling_loses_no_post gets a few 502s (a
-# pooled connection php-fpm closed at pm.max_requests, reused for a POST):
-# add `--test load` back once that is fixed.
+# is auto in the tests: one thread on up to 2 CPUs), load tests included.
 TQSUP_FORWARD_THREADS=2 cargo test --locked \
   --test forward_conformance --test forward_hardening --test forward_nginx \
-  --test webservers --test e2e -- --test-threads="$threads"
+  --test webservers --test e2e --test load -- --test-threads="$threads"

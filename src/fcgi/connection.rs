@@ -87,7 +87,7 @@ impl Slot {
     fn deadline(&self, stdin_timeout: Duration, reading: bool) -> Option<Instant> {
         match &self.phase {
             Phase::Params { deadline, .. } | Phase::AwaitStdin { deadline, .. } => Some(*deadline),
-            Phase::Running { body, .. } if !body.complete && reading => {
+            Phase::Running { body, .. } if !body.complete && !body.ended && reading => {
                 Some(body.last_input + stdin_timeout)
             }
             Phase::Running { .. } => None,
@@ -409,7 +409,7 @@ impl Conn {
         let m = metrics::global();
         let down = &self.down;
         self.slots.retain(|s| match &s.phase {
-            Phase::Running { body, .. } if body.complete => true,
+            Phase::Running { body, .. } if body.complete || body.ended => true,
             // The exchange answers END_REQUEST and closes php-fpm's
             // connection.
             Phase::Running { abort, .. } => {

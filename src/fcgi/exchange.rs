@@ -403,6 +403,18 @@ impl Exchange<'_> {
                             match self.forward(&mut lease, stdin).await {
                                 Step::More => None,
                                 Step::Ended => {
+                                    // php-fpm may answer once it has the
+                                    // body, before the empty end record
+                                    // reached it: when that is all that is
+                                    // left, it is never sent, and the
+                                    // connection stays in step.
+                                    if self.stdin_open
+                                        && !up.pending(head)
+                                        && let Some(rx) = stdin.as_mut()
+                                        && matches!(rx.try_recv(), Ok(StdinMsg::End(_)))
+                                    {
+                                        self.stdin_open = false;
+                                    }
                                     let clean = !up.pending(head) && !self.stdin_open;
                                     self.pool.report_success(&lease);
                                     if clean {

@@ -29,6 +29,12 @@ pub struct Body {
     /// Every STDIN record has come, or the body was given up on: later ones
     /// are ignored and no timeout applies.
     pub complete: bool,
+    /// The body reached CONTENT_LENGTH and its end went to php-fpm at once
+    /// (php-fpm may answer before the client's own empty record arrives;
+    /// if that record only reached php-fpm afterwards, the kept connection
+    /// would be out of step and could not be reused). The client's empty
+    /// record then adds nothing, and the request is whole.
+    pub ended: bool,
     /// When the client last sent some of it (`stdin_timeout`).
     pub last_input: Instant,
 }
@@ -43,6 +49,7 @@ impl Body {
             last: None,
             remaining,
             complete: false,
+            ended: false,
             last_input: Instant::now(),
         }
     }
@@ -57,6 +64,7 @@ impl Body {
             last: None,
             remaining: 0,
             complete: true,
+            ended: true,
             last_input: Instant::now(),
         }
     }

@@ -251,20 +251,28 @@ impl Conn {
                     return Ok(());
                 }
                 body.last_input = Instant::now();
-                let msg = if len == 0 {
+                if len == 0 {
+                    // The client's own end of the body.
                     if body.remaining > 0 {
-                        StdinMsg::Bad(400)
-                    } else {
-                        StdinMsg::End(Bytes::from_static(&STDIN_END))
+                        body.push(StdinMsg::Bad(400));
+                    } else if !body.ended {
+                        body.push(StdinMsg::End(Bytes::from_static(&STDIN_END)));
                     }
+                    body.complete = true;
                 } else if len > body.remaining {
-                    StdinMsg::Bad(400)
+                    body.push(StdinMsg::Bad(400));
+                    body.complete = true;
                 } else {
                     body.remaining -= len;
-                    StdinMsg::Data(for_php_fpm(h, frame.expect("a record with content")))
-                };
-                body.complete = !matches!(msg, StdinMsg::Data(_));
-                body.push(msg);
+                    body.push(StdinMsg::Data(for_php_fpm(
+                        h,
+                        frame.expect("a record with content"),
+                    )));
+                    if body.remaining == 0 {
+                        body.push(StdinMsg::End(Bytes::from_static(&STDIN_END)));
+                        body.ended = true;
+                    }
+                }
                 Ok(())
             }
         }
