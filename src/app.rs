@@ -69,6 +69,13 @@ async fn run_async(
     let paths = InternalPaths::generate();
     let stop_timeout = config.supervisor.stop_timeout;
 
+    // The forward listener's address first: a taken one stops tqsup before
+    // php-fpm is launched, naming the address and who holds it.
+    let forward_socket = if config.forward.enabled {
+        Some(bind_forward(&config)?)
+    } else {
+        None
+    };
     // php-fpm: rendered, tested, then supervised; or forward-only mode.
     let supervisor_token = root.child_token();
     let mut php_endpoint = config.php_fpm.listen.clone();
@@ -107,7 +114,7 @@ async fn run_async(
     // forward.lanes: one set, used by the forwarder, shown by /status.
     let lanes = Arc::new(crate::fcgi::lanes::Lanes::new(&config.forward.lanes));
     // forwarder: its own token, so shutdown can stop accepting first.
-    let forwarder = config.forward.enabled.then(|| {
+    let forwarder = forward_socket.map(|socket| {
         let token = root.child_token();
         let fwd = TaskTracker::new();
         let run = crate::fcgi::run_forwarder(
@@ -115,6 +122,7 @@ async fn run_async(
             state_rx.clone(),
             paths.clone(),
             lanes.clone(),
+            socket,
             token.clone(),
         );
         spawn_essential(&fwd, &root, "forward listener", run);
@@ -285,6 +293,27 @@ async fn shutdown(p: ShutdownParts) {
         }
     }
     tracing::info!("stopped");
+}
+
+/// Binds `forward.listen`; a taken address is a clear error naming it and,
+/// when /proc tells, the process holding it.
+fn bind_forward(config: &Config) -> anyhow::Result<crate::fcgi::listener::BoundSocket> {
+    let fwd = &config.forward;
+    crate::fcgi::listener::bind_socket(&fwd.listen, fwd.socket_mode).map_err(|e| {
+        let holder = (e.kind() == std::io::ErrorKind::AddrInUse)
+            .then(|| crate::supervisor::holder::find(&fwd.listen))
+            .flatten()
+            .map(|(pid, name)| format!(" (held by pid {pid}: {name})"))
+            .unwrap_or_default();
+        Fatal::new(
+            exit::FAILURE,
+            format!(
+                "cannot listen on forward.listen {}: {e}{holder}; fix: stop what holds it or choose another forward.listen",
+                fwd.listen
+            ),
+        )
+        .into()
+    })
 }
 
 /// The supervisor's own end: its code, or an error carrying it.

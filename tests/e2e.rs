@@ -258,3 +258,29 @@ fn run_exits_78_when_php_fpm_rejects_the_rendered_config() {
         t.log_text()
     );
 }
+
+/// A forward address already in use stops tqsup before php-fpm is
+/// launched, naming the address and the process holding it (exit 1).
+#[test]
+fn a_taken_forward_address_stops_tqsup_before_php_fpm_naming_the_holder() {
+    let p = Project::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let cfg = p.write("tqsup.yaml", &format!("forward:\n  listen: {addr}\n"));
+    let mut t = Guard::spawn(
+        tqsup().args(["run", "-c"]).arg(&cfg).current_dir(p.path()),
+        p.join("tqsup.log"),
+    );
+    assert_eq!(t.wait(secs(20)).code(), Some(1), "{}", t.log_text());
+    let log = t.log_text();
+    assert!(
+        log.contains(&format!("forward.listen {addr}"))
+            && log.contains(&format!("held by pid {}", std::process::id())),
+        "{log}"
+    );
+    assert!(
+        !log.contains("php-fpm started"),
+        "php-fpm was launched: {log}"
+    );
+    drop(taken);
+}

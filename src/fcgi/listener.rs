@@ -180,30 +180,54 @@ pub struct ForwardListener {
     slots: Arc<Semaphore>,
 }
 
-impl ForwardListener {
-    /// Binds `endpoint`; a unix socket gets `socket_mode` (a stale socket
-    /// file is replaced).
-    pub async fn bind(endpoint: &Endpoint, socket_mode: u32, ctx: Ctx) -> anyhow::Result<Self> {
-        let bound = match endpoint {
-            Endpoint::Tcp(addr) => Bound::Tcp(
-                TcpListener::bind(addr.as_str())
-                    .await
-                    .with_context(|| format!("binding the forward listener on {addr}"))?,
-            ),
-            Endpoint::Unix(path) => {
-                use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-                if let Ok(m) = std::fs::symlink_metadata(path)
-                    && m.file_type().is_socket()
-                {
-                    let _ = std::fs::remove_file(path);
-                }
-                let l = UnixListener::bind(path).with_context(|| {
-                    format!("binding the forward listener on {}", path.display())
-                })?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))
-                    .with_context(|| format!("chmod {socket_mode:o} {}", path.display()))?;
-                Bound::Unix(l, path.clone())
+/// The forward listener's socket, bound before anything else starts (so a
+/// taken address stops tqsup before php-fpm is launched), not yet tied to
+/// a runtime.
+#[derive(Debug)]
+pub enum BoundSocket {
+    Tcp(std::net::TcpListener),
+    /// The socket file is removed when the listener stops.
+    Unix(std::os::unix::net::UnixListener, PathBuf),
+}
+
+/// Binds `endpoint`; a unix socket gets `socket_mode` (a stale socket file
+/// is replaced). The error keeps the `io::Error` (AddrInUse) for the caller.
+pub fn bind_socket(endpoint: &Endpoint, socket_mode: u32) -> std::io::Result<BoundSocket> {
+    Ok(match endpoint {
+        Endpoint::Tcp(addr) => {
+            let l = std::net::TcpListener::bind(addr.as_str())?;
+            l.set_nonblocking(true)?;
+            BoundSocket::Tcp(l)
+        }
+        Endpoint::Unix(path) => {
+            use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+            if let Ok(m) = std::fs::symlink_metadata(path)
+                && m.file_type().is_socket()
+                && std::os::unix::net::UnixStream::connect(path).is_err()
+            {
+                // Stale (nobody accepts on it): replace it.
+                let _ = std::fs::remove_file(path);
             }
+            let l = std::os::unix::net::UnixListener::bind(path)?;
+            l.set_nonblocking(true)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))?;
+            BoundSocket::Unix(l, path.clone())
+        }
+    })
+}
+
+impl ForwardListener {
+    /// The listener on an already bound socket (inside the forwarder's
+    /// runtime).
+    pub fn from_bound(socket: BoundSocket, ctx: Ctx) -> anyhow::Result<Self> {
+        let bound = match socket {
+            BoundSocket::Tcp(l) => {
+                Bound::Tcp(TcpListener::from_std(l).context("registering the forward listener")?)
+            }
+            BoundSocket::Unix(l, path) => Bound::Unix(
+                UnixListener::from_std(l).context("registering the forward listener")?,
+                path,
+            ),
         };
         let slots = Arc::new(Semaphore::new(ctx.max_connections.max(1) as usize));
         Ok(ForwardListener {

@@ -105,6 +105,7 @@ pub async fn run_forwarder(
     state: watch::Receiver<PhpFpmState>,
     paths: InternalPaths,
     lanes: Arc<lanes::Lanes>,
+    socket: listener::BoundSocket,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let threads = forward_threads(config.forward.threads);
@@ -125,7 +126,7 @@ pub async fn run_forwarder(
             };
             let r = rt
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(serve(config, state, paths, lanes, shutdown)));
+                .and_then(|rt| rt.block_on(serve(config, state, paths, lanes, socket, shutdown)));
             let _ = done_tx.send(r);
         })?;
     done_rx
@@ -138,6 +139,7 @@ async fn serve(
     state: watch::Receiver<PhpFpmState>,
     paths: InternalPaths,
     lanes: Arc<lanes::Lanes>,
+    socket: listener::BoundSocket,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let php = &config.php_fpm;
@@ -166,7 +168,7 @@ async fn serve(
         clients: ClientLimits::from_config(fwd),
         tracker: TaskTracker::new(),
     };
-    let listener = ForwardListener::bind(&fwd.listen, fwd.socket_mode, ctx).await?;
+    let listener = ForwardListener::from_bound(socket, ctx)?;
     let background = CancellationToken::new();
     let maintain = tokio::spawn(pool.clone().maintain(background.clone()));
     let health = tokio::spawn(health::run(
