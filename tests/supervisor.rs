@@ -557,3 +557,48 @@ fn a_listen_conflict_names_the_holder() {
         "holder not named:\n{log}"
     );
 }
+
+/// A reload whose `php-fpm -t` hangs does not hold tqsup: SIGTERM during it
+/// stops tqsup promptly (exit 0) and no new php-fpm is started after it.
+#[test]
+fn a_hung_reload_does_not_hold_a_stop() {
+    let s = Setup::new("", "");
+    let gate = s.project.join("hang-t");
+    let wrapper = s.project.write(
+        "php-fpm-wrapper",
+        &format!(
+            "#!/bin/sh\n# php-fpm, except that `-t` hangs once {gate} exists\n\
+             for a in \"$@\"; do [ \"$a\" = -t ] && [ -e {gate} ] && exec sleep 600; done\n\
+             exec {fpm} \"$@\"\n",
+            gate = gate.display(),
+            fpm = common::php_fpm().display(),
+        ),
+    );
+    common::set_mode(&wrapper, 0o755);
+    s.write_config(2, &format!("  binary: {}\n", wrapper.display()), "");
+    let mut g = s.start_ready();
+    std::fs::write(&gate, "").unwrap();
+    g.signal(Signal::SIGHUP);
+    assert!(
+        g.wait_log("reloading the configuration", secs(10)),
+        "{}",
+        g.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    g.signal(Signal::SIGTERM);
+    let status = g.wait(secs(20));
+    assert_eq!(status.code(), Some(0), "log:\n{}", g.log_text());
+    assert!(t0.elapsed() < secs(10), "the stop waited for the hung -t");
+    let log = g.log_text();
+    let stopping = log.find("stopping (SIGTERM/SIGINT)").unwrap_or(0);
+    assert!(
+        !log[stopping..].contains("php-fpm started"),
+        "a php-fpm was started after the stop:\n{log}"
+    );
+    assert!(
+        s.pool_pids().is_empty(),
+        "php-fpm left: {:?}",
+        s.pool_pids()
+    );
+}
