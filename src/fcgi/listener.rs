@@ -201,6 +201,12 @@ pub fn bind_socket(endpoint: &Endpoint, socket_mode: u32) -> std::io::Result<Bou
         }
         Endpoint::Unix(path) => {
             use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+            // Zero-config dev mode's `.tqserver/` may not exist yet.
+            if let Some(parent) = path.parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent)?;
+            }
             if let Ok(m) = std::fs::symlink_metadata(path)
                 && m.file_type().is_socket()
                 && std::os::unix::net::UnixStream::connect(path).is_err()
