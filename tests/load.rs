@@ -556,3 +556,88 @@ fn a_lane_keeps_one_slow_endpoint_from_taking_the_pool() {
     v.no_restart();
     v.finish();
 }
+
+/// The access log (`log.access`): one line per forwarded request with the
+/// client address, method, URI, script, status, bytes and the three times;
+/// `forward.slow_request_ms` warns about slower requests with the same
+/// fields; `log.access: true` with `log.format: json` puts them in tqsup's
+/// JSON log.
+#[test]
+fn access_log_lines_and_slow_request_warnings() {
+    let project = Site::project();
+    let access = project.join("access.log");
+    let site = Site::start(
+        project,
+        SiteConfig {
+            log_extra: format!(", access: {}", access.display()),
+            forward_extra: "  slow_request_ms: 200\n".into(),
+            ..SiteConfig::default()
+        },
+    );
+    let a = site.get("/index.php?x=1", Duration::from_secs(10));
+    let b = site.get("/sleep.php?ms=300", Duration::from_secs(10));
+    let lines = common::eventually(Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&access).ok()?;
+        text.contains("/sleep.php").then_some(text)
+    })
+    .unwrap_or_default();
+    let mut v = site.verdict("access_log_lines_and_slow_request_warnings");
+    v.check(
+        "both requests answered",
+        a.0 == 200 && b.0 == 200,
+        format!("{a:?} {b:?}"),
+    );
+    // (The harness's own readiness GETs come first.)
+    let first = lines.lines().find(|l| l.contains("x=1")).unwrap_or("");
+    v.check(
+        "a text line per request with every field",
+        first.contains(" 127.0.0.1 \"GET /index.php?x=1\" /index.php 200 ")
+            && first.contains(" queue=")
+            && first.contains(" php=")
+            && first.contains(" total="),
+        &lines,
+    );
+    let slow = site
+        .tqsup
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("slow request"))
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    v.check(
+        "one slow-request warning, for /sleep.php",
+        slow.len() == 1 && slow[0].contains("/sleep.php?ms=300") && slow[0].contains("WARN"),
+        format!("{slow:?}"),
+    );
+    v.no_restart();
+    v.finish();
+
+    let json = Site::start(
+        Site::project(),
+        SiteConfig {
+            log_extra: ", access: true, format: json".into(),
+            ..SiteConfig::default()
+        },
+    );
+    let c = json.get("/index.php?y=2", Duration::from_secs(10));
+    let line = common::eventually(Duration::from_secs(5), || {
+        json.tqsup
+            .log_text()
+            .lines()
+            .find(|l| l.contains("/index.php?y=2"))
+            .map(str::to_string)
+    })
+    .unwrap_or_default();
+    let parsed: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+    let mut v = json.verdict("access_log_lines_and_slow_request_warnings (json)");
+    v.eq("answered", c.0, 200);
+    v.check(
+        "a JSON log line with the request's fields",
+        parsed["status"] == 200
+            && parsed["script_name"] == "/index.php"
+            && parsed["remote_addr"] == "127.0.0.1"
+            && parsed["total_ms"].is_number(),
+        &line,
+    );
+    v.finish();
+}

@@ -155,6 +155,8 @@ pub struct Forward {
     pub health: Health,
     /// Requests matching a lane hold at most its `max` pooled connections.
     pub lanes: Vec<Lane>,
+    /// Requests slower than this are logged as a warning; zero = off.
+    pub slow_request: Duration,
 }
 
 /// A lane (`forward.lanes`): the requests whose SCRIPT_NAME or REQUEST_URI
@@ -258,6 +260,9 @@ pub struct Log {
     pub format: LogFormat,
     /// A tracing filter directive (`info`, `debug`, `tqsup=debug,php_fpm=info`).
     pub level: String,
+    /// The access log: None = off, Some(None) = into tqsup's log,
+    /// Some(Some(path)) = a file of its own.
+    pub access: Option<Option<PathBuf>>,
 }
 
 /// The validated configuration.

@@ -143,6 +143,7 @@ pub struct RawForward {
     pub params_buffer_total_bytes: Field<u64>,
     pub health: Field<RawHealth>,
     pub lanes: Field<Vec<RawLane>>,
+    pub slow_request_ms: Field<u64>,
     #[serde(flatten, skip_serializing)]
     pub unknown: Unknown,
 }
@@ -233,6 +234,7 @@ pub struct RawAdmin {
 pub struct RawLog {
     pub format: Field<String>,
     pub level: Field<String>,
+    pub access: Field<Scalar>,
     #[serde(flatten, skip_serializing)]
     pub unknown: Unknown,
 }

@@ -858,6 +858,7 @@ fn forward(c: &mut Checker, field: &Field<RawForward>) -> Forward {
         params_buffer_total: usize::try_from(params_buffer_total).unwrap_or(usize::MAX),
         health,
         lanes: lanes(c, &r.lanes, queue_timeout),
+        slow_request: c.ms("forward.slow_request_ms", &r.slow_request_ms, 0, 0),
     }
 }
 
@@ -1187,5 +1188,30 @@ fn log(c: &mut Checker, field: &Field<RawLog>) -> Log {
             "use error, warn, info, debug or trace",
         );
     }
-    Log { format, level }
+    let access = match c.take(
+        "log.access",
+        &r.access,
+        Scalar::Bool(false),
+        "true, false or a file path",
+    ) {
+        Scalar::Bool(false) => None,
+        Scalar::Bool(true) => Some(None),
+        Scalar::Str(p) if !p.trim().is_empty() => Some(Some(resolve(c.ctx.base_dir, &p))),
+        other => {
+            c.problem(
+                "log.access",
+                format!(
+                    "`{}` is neither true, false nor a file path",
+                    scalar_text(&other)
+                ),
+                "write true (into tqsup's log), false, or the path of a file",
+            );
+            None
+        }
+    };
+    Log {
+        format,
+        level,
+        access,
+    }
 }

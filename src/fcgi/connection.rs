@@ -73,6 +73,8 @@ struct Slot {
     /// The `forward.lanes` lane the request belongs to, once its PARAMS
     /// are read.
     lane: Option<usize>,
+    /// What its access line says (only when one may be written).
+    info: Option<Box<super::access::RequestInfo>>,
     phase: Phase,
 }
 

@@ -151,11 +151,15 @@ pub struct Job {
     pub arrived: Instant,
     /// Its `forward.lanes` lane, if it has one.
     pub lane: Option<usize>,
+    /// What its access line says, when one may be written.
+    pub info: Option<Box<super::access::RequestInfo>>,
 }
 
-/// Timeouts a request runs under.
+/// Timeouts a request runs under, and where its access line goes.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// `log.access` and `forward.slow_request_ms`.
+    pub access: Arc<super::access::AccessLog>,
     pub queue: Duration,
     pub request: Duration,
     pub read: Duration,
@@ -213,12 +217,34 @@ pub async fn run(
 ) -> Job {
     let m = metrics::global();
     let _in_flight = m.hold(|m| &m.in_flight);
-    let (status, error) = run_inner(&job, stdin, &down, &pool, &limits, &abort).await;
+    let mut trace = Trace::default();
+    let (status, error) = run_inner(&job, stdin, &down, &pool, &limits, &abort, &mut trace).await;
     if let Some(kind) = error {
         m.forward_error(kind);
     }
-    m.request_done(status, job.arrived.elapsed());
+    let total = job.arrived.elapsed();
+    m.request_done(status, total);
+    if let Some(info) = &job.info {
+        let leased = trace.leased.unwrap_or_else(Instant::now);
+        limits.access.record(&super::access::Entry {
+            info,
+            status,
+            bytes: trace.bytes,
+            queue: leased.saturating_duration_since(job.arrived),
+            php: trace.leased.map_or(Duration::ZERO, |l| l.elapsed()),
+            total,
+        });
+    }
     job
+}
+
+/// What the access line needs from inside the exchange.
+#[derive(Debug, Default)]
+struct Trace {
+    /// When a php-fpm connection was got.
+    leased: Option<Instant>,
+    /// Response bytes sent to the client.
+    bytes: u64,
 }
 
 fn close(stdin: &mut Stdin) {
@@ -243,6 +269,7 @@ async fn run_inner(
     pool: &UpstreamPool,
     limits: &Limits,
     abort: &Abort,
+    trace: &mut Trace,
 ) -> (u16, Option<ForwardError>) {
     let deadline = job.arrived + limits.request;
     // A lane's request waits in the lane's own queue, for its own timeout.
@@ -272,6 +299,7 @@ async fn run_inner(
         }
     };
     let leased = Instant::now();
+    trace.leased = Some(leased);
     metrics::global().queue_waited(leased - job.arrived);
     let mut ex = Exchange {
         job,
@@ -284,8 +312,11 @@ async fn run_inner(
         stdout_sent: false,
         status: 0,
         deadline,
+        sent: 0,
     };
-    match ex.pump(lease, leased, &mut stdin, abort).await {
+    let outcome = ex.pump(lease, leased, &mut stdin, abort).await;
+    trace.bytes = ex.sent;
+    match outcome {
         Outcome::Done => (ex.status, None),
         Outcome::Aborted => {
             aborted(down, job, &mut stdin).await;
@@ -348,6 +379,8 @@ struct Exchange<'a> {
     /// The response's status, from its first STDOUT record (for metrics).
     status: u16,
     deadline: Instant,
+    /// Response bytes sent to the client (for the access log).
+    sent: u64,
 }
 
 impl Exchange<'_> {
@@ -571,6 +604,7 @@ impl Exchange<'_> {
         if !sent {
             return Step::Fail(Outcome::Aborted);
         }
+        self.sent += at as u64;
         self.stdout_sent |= stdout;
         if ended {
             if !self.job.keep_conn {

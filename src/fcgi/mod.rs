@@ -2,6 +2,7 @@
 //! servers, at most `pool_size` persistent connections to php-fpm behind it,
 //! a FIFO queue between the two, health probe and circuit breaker.
 
+pub mod access;
 pub mod backend;
 pub mod breaker;
 pub mod cgi_head;
@@ -158,6 +159,7 @@ async fn serve(
         pool: pool.clone(),
         paths: paths.clone(),
         limits: Limits {
+            access: Arc::new(access::AccessLog::from_config(&config)?),
             queue: fwd.queue_timeout,
             request: php.request_timeout,
             read: php.read_timeout,

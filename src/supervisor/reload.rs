@@ -191,6 +191,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         "forward.params_buffer_total_bytes" => forward.params_buffer_total,
         "forward.health.open_ms" => forward.health.open,
         "forward.lanes" => forward.lanes,
+        "forward.slow_request_ms" => forward.slow_request,
+        "log.access" => log.access,
         "php_fpm.connect_timeout_ms" => php_fpm.connect_timeout,
         "php_fpm.request_timeout_ms" => php_fpm.request_timeout,
         "php_fpm.read_timeout_ms" => php_fpm.read_timeout,

@@ -36,6 +36,8 @@ pub struct SiteConfig {
     pub version: String,
     /// Extra `forward:` lines (indented two spaces), e.g. lanes.
     pub forward_extra: String,
+    /// Extra keys of the `log:` flow mapping, e.g. `, access: true`.
+    pub log_extra: String,
     /// Extra `php_fpm.pool` keys after the defaults, e.g.
     /// `type: dynamic, start_servers: 2` (a later key wins in YAML flow).
     pub pool_extra: String,
@@ -53,6 +55,7 @@ impl Default for SiteConfig {
             version: "v0".into(),
             pool_extra: String::new(),
             forward_extra: String::new(),
+            log_extra: String::new(),
         }
     }
 }
@@ -63,12 +66,13 @@ impl SiteConfig {
             "php_fpm:\n  document_root: {root}\n  env: {{ TQ_VERSION: \"{version}\" }}\n  pool: {{ max_children: {children}, max_requests: {max_requests}, {pool} }}\n\
              forward:\n  listen: {sock}\n  socket_mode: \"0666\"\n  queue_timeout_ms: {queue}\n\
              \x20 health: {{ interval_ms: {interval}, timeout_ms: {interval}, failure_threshold: {threshold} }}\n{forward_extra}\
-             supervisor: {{ stop_timeout_ms: 10000 }}\nlog: {{ level: info }}\n",
+             supervisor: {{ stop_timeout_ms: 10000 }}\nlog: {{ level: info{log_extra} }}\n",
             root = project.join(&self.document_root).display(),
             version = self.version,
             children = self.children,
             max_requests = self.max_requests,
             forward_extra = self.forward_extra,
+            log_extra = self.log_extra,
             pool = if self.pool_extra.is_empty() {
                 "type: static"
             } else {

@@ -128,9 +128,11 @@ impl Head {
 pub struct ParamsSeen<'a> {
     pub content_length: &'a [u8],
     pub method: &'a [u8],
-    /// For `forward.lanes`.
+    /// For `forward.lanes` and the access log.
     pub script_name: &'a [u8],
     pub request_uri: &'a [u8],
+    /// For the access log.
+    pub remote_addr: &'a [u8],
 }
 
 /// One pass over the pairs of a complete PARAMS stream (which also checks
@@ -144,6 +146,7 @@ pub fn read_params(params: &[u8]) -> Result<ParamsSeen<'_>, CodecError> {
             b"REQUEST_METHOD" => seen.method = v,
             b"SCRIPT_NAME" => seen.script_name = v,
             b"REQUEST_URI" => seen.request_uri = v,
+            b"REMOTE_ADDR" => seen.remote_addr = v,
             _ => {}
         }
     }

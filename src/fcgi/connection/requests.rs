@@ -47,6 +47,7 @@ impl Conn {
             arrived,
             charge,
             lane: None,
+            info: None,
             phase: Phase::Params {
                 head,
                 deadline: arrived + self.ctx.clients.params_timeout,
@@ -124,6 +125,15 @@ impl Conn {
         }
         let seen = head::read_params(params).map_err(|e| ProtocolError(e.to_string()))?;
         let replayable = retry && matches!(seen.method, b"GET" | b"HEAD");
+        if self.ctx.limits.access.wants_info() {
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            s.info = Some(Box::new(super::super::access::RequestInfo {
+                remote_addr: text(seen.remote_addr),
+                method: text(seen.method),
+                request_uri: text(seen.request_uri),
+                script_name: text(seen.script_name),
+            }));
+        }
         let lanes = self.ctx.pool.lanes();
         s.lane = if lanes.is_empty() {
             None
@@ -178,6 +188,7 @@ impl Conn {
             replayable,
             arrived: slot.arrived,
             lane: slot.lane,
+            info: slot.info.take(),
         };
         // A channel carries the body, and tells a task's end (an inline
         // request's end is seen by the connection itself).
