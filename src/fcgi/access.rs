@@ -13,6 +13,28 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, LogFormat};
 
+/// One tracing event at `$level` with an entry's fields, written once for
+/// the access line and the slow-request warning.
+macro_rules! request_event {
+    ($level:ident, $target:literal, $e:expr, $message:literal) => {{
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let (e, i) = ($e, $e.info);
+        tracing::$level!(
+            target: $target,
+            remote_addr = %i.remote_addr,
+            method = %i.method,
+            request_uri = %i.request_uri,
+            script_name = %i.script_name,
+            status = e.status,
+            bytes = e.bytes,
+            queue_ms = ms(e.queue),
+            php_ms = ms(e.php),
+            total_ms = ms(e.total),
+            $message
+        )
+    }};
+}
+
 /// Where access lines go.
 #[derive(Debug)]
 enum Sink {
@@ -93,37 +115,17 @@ impl AccessLog {
 
     /// Writes the request's line (and the slow warning).
     pub fn record(&self, e: &Entry<'_>) {
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let i = e.info;
         if self.slow.is_some_and(|s| e.total > s) {
-            tracing::warn!(
-                remote_addr = %i.remote_addr,
-                method = %i.method,
-                request_uri = %i.request_uri,
-                script_name = %i.script_name,
-                status = e.status,
-                bytes = e.bytes,
-                queue_ms = ms(e.queue),
-                php_ms = ms(e.php),
-                total_ms = ms(e.total),
+            request_event!(
+                warn,
+                "tqsup::fcgi::access",
+                e,
                 "slow request (forward.slow_request_ms)"
             );
         }
         match &self.sink {
             Sink::Off => {}
-            Sink::Log => tracing::info!(
-                target: "tqsup::access",
-                remote_addr = %i.remote_addr,
-                method = %i.method,
-                request_uri = %i.request_uri,
-                script_name = %i.script_name,
-                status = e.status,
-                bytes = e.bytes,
-                queue_ms = ms(e.queue),
-                php_ms = ms(e.php),
-                total_ms = ms(e.total),
-                "request"
-            ),
+            Sink::Log => request_event!(info, "tqsup::access", e, "request"),
             Sink::File(f) => {
                 let line = self.line(e, SystemTime::now());
                 if let Ok(mut f) = f.lock() {
