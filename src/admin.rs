@@ -260,32 +260,50 @@ pub async fn run_admin(
                 .await
                 .with_context(|| format!("admin.listen: cannot listen on {addr}"))?;
             tracing::info!(listen = %l.local_addr()?, "admin endpoint listening");
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    r = l.accept() => match r {
-                        Ok((s, _)) => { tokio::spawn(serve_conn(s, view.clone())); }
-                        Err(err) => { tracing::warn!(%err, "admin accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; }
-                    }
-                }
-            }
+            accept_loop(
+                || async { l.accept().await.map(|(s, _)| s) },
+                view,
+                shutdown,
+            )
+            .await;
         }
         Endpoint::Unix(path) => {
             let _ = std::fs::remove_file(path);
             let l = tokio::net::UnixListener::bind(path)
                 .with_context(|| format!("admin.listen: cannot listen on {}", path.display()))?;
             tracing::info!(listen = %path.display(), "admin endpoint listening");
-            let result = loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break Ok(()),
-                    r = l.accept() => match r {
-                        Ok((s, _)) => { tokio::spawn(serve_conn(s, view.clone())); }
-                        Err(err) => { tracing::warn!(%err, "admin accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; }
-                    }
-                }
-            };
+            accept_loop(
+                || async { l.accept().await.map(|(s, _)| s) },
+                view,
+                shutdown,
+            )
+            .await;
             let _ = std::fs::remove_file(path);
-            result
+        }
+    }
+    Ok(())
+}
+
+/// Serves every connection `accept` gives until `shutdown`, whatever the
+/// socket kind.
+async fn accept_loop<S, F, A>(accept: A, view: Arc<AdminView>, shutdown: CancellationToken)
+where
+    A: Fn() -> F,
+    F: std::future::Future<Output = std::io::Result<S>>,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = accept() => match r {
+                Ok(s) => {
+                    tokio::spawn(serve_conn(s, view.clone()));
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
         }
     }
 }
