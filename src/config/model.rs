@@ -157,6 +157,10 @@ pub struct Forward {
     pub lanes: Vec<Lane>,
     /// Requests slower than this are logged as a warning; zero = off.
     pub slow_request: Duration,
+    /// How long a pooled php-fpm connection may stay idle before tqsup
+    /// closes it. None: the default for the process manager (see
+    /// `fcgi::idle_lifetime`); zero: never.
+    pub pool_idle_timeout: Option<Duration>,
 }
 
 /// A lane (`forward.lanes`): the requests whose SCRIPT_NAME or REQUEST_URI

@@ -143,6 +143,7 @@ pub struct RawForward {
     pub params_buffer_total_bytes: Field<u64>,
     pub health: Field<RawHealth>,
     pub lanes: Field<Vec<RawLane>>,
+    pub pool_idle_timeout_ms: Field<u64>,
     pub slow_request_ms: Field<u64>,
     #[serde(flatten, skip_serializing)]
     pub unknown: Unknown,

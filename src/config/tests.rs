@@ -343,3 +343,24 @@ fn lanes_are_validated_by_key() {
         ]
     );
 }
+
+#[test]
+fn pooled_connections_idle_out_by_process_manager_or_as_told() {
+    use crate::fcgi::idle_lifetime;
+    use std::time::Duration;
+    let life = |yaml: &str| idle_lifetime(&load_text("t.yaml", yaml, &[]).unwrap().0);
+    assert_eq!(life("php_fpm:\n  pool:\n    type: static\n"), None);
+    assert_eq!(
+        life("php_fpm:\n  pool:\n    type: dynamic\n"),
+        Some(Duration::from_secs(3))
+    );
+    assert_eq!(
+        life("php_fpm:\n  pool:\n    type: static\nforward:\n  pool_idle_timeout_ms: 500\n"),
+        Some(Duration::from_millis(500))
+    );
+    assert_eq!(
+        life("php_fpm:\n  pool:\n    type: dynamic\nforward:\n  pool_idle_timeout_ms: 0\n"),
+        None,
+        "0: never"
+    );
+}

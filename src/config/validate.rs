@@ -859,6 +859,14 @@ fn forward(c: &mut Checker, field: &Field<RawForward>) -> Forward {
         health,
         lanes: lanes(c, &r.lanes, queue_timeout),
         slow_request: c.ms("forward.slow_request_ms", &r.slow_request_ms, 0, 0),
+        pool_idle_timeout: (!matches!(r.pool_idle_timeout_ms, Field::Unset)).then(|| {
+            c.ms(
+                "forward.pool_idle_timeout_ms",
+                &r.pool_idle_timeout_ms,
+                0,
+                0,
+            )
+        }),
     }
 }
 

@@ -38,17 +38,18 @@ use pool::{PoolSettings, UpstreamPool};
 pub const SHRINKABLE_IDLE: Duration = Duration::from_secs(3);
 
 /// How long an idle pooled connection may live (None: until php-fpm closes
-/// it). `dynamic` and `ondemand` pools: [`SHRINKABLE_IDLE`] (and, for
-/// `ondemand`, under its `process_idle_timeout`); `static`: forever.
-/// `request_terminate_timeout` (which kills a child idling on a kept
-/// connection) bounds every kind.
+/// it). `forward.pool_idle_timeout_ms` when set (0: never); else `dynamic`
+/// and `ondemand` pools: [`SHRINKABLE_IDLE`] (and, for `ondemand`, under its
+/// `process_idle_timeout`), `static`: forever. `request_terminate_timeout`
+/// (which kills a child idling on a kept connection) bounds every kind.
 pub fn idle_lifetime(config: &Config) -> Option<Duration> {
     use crate::config::PoolKind;
     let pool = &config.php_fpm.pool;
-    let mut l = match pool.kind {
-        PoolKind::Static => None,
-        PoolKind::Dynamic => Some(SHRINKABLE_IDLE),
-        PoolKind::Ondemand => Some(if pool.process_idle_timeout.is_zero() {
+    let mut l = match (config.forward.pool_idle_timeout, pool.kind) {
+        (Some(t), _) => (!t.is_zero()).then_some(t),
+        (None, PoolKind::Static) => None,
+        (None, PoolKind::Dynamic) => Some(SHRINKABLE_IDLE),
+        (None, PoolKind::Ondemand) => Some(if pool.process_idle_timeout.is_zero() {
             SHRINKABLE_IDLE
         } else {
             SHRINKABLE_IDLE.min(pool.process_idle_timeout.mul_f64(0.9))

@@ -192,6 +192,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         "forward.health.open_ms" => forward.health.open,
         "forward.lanes" => forward.lanes,
         "forward.slow_request_ms" => forward.slow_request,
+        "forward.pool_idle_timeout_ms" => forward.pool_idle_timeout,
         "log.access" => log.access,
         "php_fpm.connect_timeout_ms" => php_fpm.connect_timeout,
         "php_fpm.request_timeout_ms" => php_fpm.request_timeout,
