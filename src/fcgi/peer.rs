@@ -20,7 +20,7 @@ pub fn holder(stream: &Stream, candidates: &[u32]) -> Option<u32> {
         Stream::Unix(s) => unix_peer_inode(socket_inode(s)?)?,
         Stream::Tcp(s) => tcp_peer_inode(s.local_addr().ok()?, s.peer_addr().ok()?)?,
     };
-    pid_holding(peer, candidates)
+    pid_holding(&[peer], candidates.iter().copied())
 }
 
 /// The inode of the socket behind `fd`.
@@ -147,13 +147,15 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// The first of `candidates` with a descriptor on socket `inode`.
-fn pid_holding(inode: u64, candidates: &[u32]) -> Option<u32> {
-    let want = format!("socket:[{inode}]");
-    candidates.iter().copied().find(|pid| {
+/// The first of `candidates` with a descriptor on one of the sockets
+/// `inodes` (its /proc/PID/fd links read `socket:[inode]`).
+pub fn pid_holding(inodes: &[u64], candidates: impl IntoIterator<Item = u32>) -> Option<u32> {
+    let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    candidates.into_iter().find(|pid| {
         std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
             fds.flatten().any(|fd| {
-                std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == want.as_str())
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|t| wanted.iter().any(|w| t.as_os_str() == w.as_str()))
             })
         })
     })

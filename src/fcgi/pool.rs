@@ -117,9 +117,9 @@ impl Lease {
     /// Replaces a connection found dead by a fresh one to the same php-fpm
     /// (for a replay), keeping this lease's place in the pool.
     pub async fn reconnect(&mut self, timeout: Duration) -> io::Result<()> {
-        let (conn, held) = connect_to(&self.backend, timeout).await?;
-        self.conn = conn;
-        self.held = held;
+        // Which child takes it is learnt when it is first given back.
+        self.conn = connect(&self.backend.endpoint, timeout).await?;
+        self.held = None;
         self.buf.clear();
         self.reused = false;
         self.served = 0;
@@ -171,15 +171,6 @@ async fn connect(endpoint: &Endpoint, timeout: Duration) -> io::Result<Stream> {
         Ok(r) => r,
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
-}
-
-/// Connects to `backend`. Which child took the connection is learnt when
-/// it is first given back (see [`Lease::release`]).
-async fn connect_to(
-    backend: &Arc<Backend>,
-    timeout: Duration,
-) -> io::Result<(Stream, Option<Held>)> {
-    Ok((connect(&backend.endpoint, timeout).await?, None))
 }
 
 /// A full listen backlog: php-fpm is busy, not broken.
@@ -437,14 +428,15 @@ impl UpstreamPool {
                 });
             }
             loop {
-                match connect_to(&backend, inner.settings.connect_timeout).await {
-                    Ok((conn, held)) => {
+                match connect(&backend.endpoint, inner.settings.connect_timeout).await {
+                    Ok(conn) => {
                         return Ok(Lease {
                             _busy: backend.hold(),
                             backend,
                             _permit: permit,
                             conn,
-                            held,
+                            // Learnt when it is first given back.
+                            held: None,
                             buf: BytesMut::with_capacity(16 * 1024),
                             reused: false,
                             served: 0,

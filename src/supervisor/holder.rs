@@ -71,23 +71,11 @@ pub fn tcp_listen_inodes(table: &str, port: u16) -> Vec<u64> {
 
 /// The first process with an open fd on one of these socket inodes.
 fn pid_with_socket(inodes: &[u64]) -> Option<u32> {
-    let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(link) = std::fs::read_link(fd.path())
-                && wanted.iter().any(|w| link.as_os_str() == w.as_str())
-            {
-                return Some(pid);
-            }
-        }
-    }
-    None
+    let pids = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok());
+    crate::fcgi::peer::pid_holding(inodes, pids)
 }
 
 /// Whether any process of group `pgid` is alive (zombies do not count).

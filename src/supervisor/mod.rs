@@ -208,7 +208,7 @@ impl Supervisor {
                     events.push_back(Event::BackoffElapsed);
                 }
                 _ = self.liveness.tick() => self.start_probe(),
-                _ = self.recycle.tick() => {
+                _ = self.recycle.tick(), if self.setup.generation.config.php_fpm.pool.recycles() => {
                     if matches!(self.state.phase, Phase::Running { .. })
                         && let Some(b) = &self.backend
                     {
