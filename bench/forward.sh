@@ -5,14 +5,19 @@
 #        DIRECT_TCP=1  same as --direct-tcp (adds the direct TCP scenario)
 #        WARMUP (1)    seconds of unmeasured wrk per scenario before round 1
 #        KEEP=1        keep the temp dir (configs, logs) for inspection
+#        KEEPALIVE (256) nginx's upstream keepalive to tqsup (the shipped snippet's value)
+#        THREADS (0)   tqsup's forward.threads (0 = auto)
 #
 # The performance claim of DESIGN §1, measured in one run on one machine.
 # Every scenario has its own php-fpm (static, CHILDREN children, hello.php),
 # and all go through the same nginx (worker_processes 1), one server block each:
 #   direct-unix:  wrk -> nginx (no upstream keepalive) -unix-> php-fpm
 #   direct-tcp:   wrk -> nginx (no upstream keepalive) -tcp->  php-fpm  (--direct-tcp)
-#   tqsup-unix:   wrk -> nginx (keepalive 32, fastcgi_keep_conn on) -unix-> tqsup run -> php-fpm
-#   tqsup-tcp:    wrk -> nginx (keepalive 32, fastcgi_keep_conn on) -tcp->  tqsup run -> php-fpm
+#   tqsup-unix:   wrk -> nginx (keepalive KEEPALIVE, fastcgi_keep_conn on) -unix-> tqsup run -> php-fpm
+#   tqsup-tcp:    wrk -> nginx (keepalive KEEPALIVE, fastcgi_keep_conn on) -tcp->  tqsup run -> php-fpm
+# KEEPALIVE must be at least the connections wrk opens: past it nginx closes
+# a connection after each response and opens a new one (measured: keepalive
+# 32 under 64 connections cost nginx ~8 µs and tqsup ~4 µs more per request).
 # tqsup runs exactly as the systemd unit runs it: `tqsup run -c tqsup.yaml`,
 # supervising its own php-fpm (php_fpm.enabled: true), RUNTIME_DIRECTORY set.
 # Two tqsup instances (a tqsup has one forward listener): one unix, one tcp.
@@ -22,8 +27,10 @@
 # reversed); each run is `wrk -t2 -c<connections> -d<seconds>s --latency`.
 # Per run: req/s, p50, p99, socket errors, non-2xx, and CPU per request
 # (utime+stime from /proc/<pid>/stat, before/after the run, divided by the
-# requests wrk completed) for tqsup (all threads), nginx (master+workers) and
-# php-fpm (master+children). At the end, per scenario: median req/s, median
+# requests wrk completed) for tqsup (all threads), nginx (master+workers),
+# php-fpm (master+children) and wrk, the whole machine's busy CPU per request
+# (/proc/stat: what bounds req/s once the cores are saturated) and context
+# switches per request. At the end, per scenario: median req/s, median
 # p99, median CPU µs/request, and the ratios tqsup-*/direct-unix of median req/s.
 set -u
 usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -38,7 +45,8 @@ for a in "$@"; do
 done
 D=${ARGS[0]:-6}; C=${ARGS[1]:-64}; R=${ARGS[2]:-4}
 CHILDREN=${CHILDREN:-4}; DIRECT_TCP=${DIRECT_TCP:-0}; WARMUP=${WARMUP:-1}
-for v in "$D" "$C" "$R" "$CHILDREN" "$WARMUP"; do
+KEEPALIVE=${KEEPALIVE:-256}; THREADS=${THREADS:-0}
+for v in "$D" "$C" "$R" "$CHILDREN" "$WARMUP" "$KEEPALIVE" "$THREADS"; do
   case "$v" in ''|*[!0-9]*) echo "not a whole number: '$v'" >&2; usage >&2; exit 2 ;; esac
 done
 
@@ -62,7 +70,7 @@ nginx -v 2>&1
 "$FPM" -v 2>&1 | head -1
 "$TQSUP" --version 2>/dev/null | head -1 || echo "tqsup: $TQSUP (no --version)"
 wrk --version 2>&1 | head -1
-echo "$(nproc) cores, CHILDREN=$CHILDREN, wrk -t2 -c$C -d${D}s, rounds=$R, CLK_TCK=$HZ, php-fpm binary $FPM"
+echo "$(nproc) cores, CHILDREN=$CHILDREN, wrk -t2 -c$C -d${D}s, rounds=$R, nginx keepalive $KEEPALIVE, forward.threads $THREADS, CLK_TCK=$HZ, php-fpm binary $FPM"
 
 W=$(mktemp -d /tmp/tqfwd.XXXXXX) || die "mktemp failed"
 PIDS=()      # every process we started (session leaders)
@@ -140,6 +148,7 @@ php_fpm:
 forward:
   listen: "$L"
   socket_mode: "0666"
+  threads: $THREADS
 log: { level: warn }
 T
 done
@@ -155,8 +164,8 @@ error_log $W/run/nginx.err error;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream tqsup_unix { server ${UPSTREAM[tqsup-unix]}; keepalive 32; }
-  upstream tqsup_tcp  { server ${UPSTREAM[tqsup-tcp]}; keepalive 32; }
+  upstream tqsup_unix { server ${UPSTREAM[tqsup-unix]}; keepalive $KEEPALIVE; }
+  upstream tqsup_tcp  { server ${UPSTREAM[tqsup-tcp]}; keepalive $KEEPALIVE; }
 N
   for s in "${SCEN[@]}"; do
     p=$(free_port); NG_PORTS="$NG_PORTS $s=$p"
@@ -264,13 +273,19 @@ median() { # format values... (middle value, or mean of the two middle ones)
   printf '%s\n' "$@" | grep -v nan | sort -g | awk -v f="$f" '{a[NR]=$1} END{ if (NR==0) {print "nan"; exit}
   printf f "\n", (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2 }'; }
 
-declare -A RPS P99 CPU_TQ CPU_NG CPU_FPM
+machine() { # busy ticks of all CPUs, context switches since boot
+  local cpu u n sy i w x y z
+  read -r cpu u n sy i w x y z _ < /proc/stat
+  echo "$((u + n + sy + x + y + z)) $(awk '/^ctxt/{print $2}' /proc/stat)"
+}
+declare -A RPS P99 CPU_TQ CPU_NG CPU_FPM CPU_WRK CPU_ALL CTX
 run() { # scenario [warmup-seconds]
-  local s=$1 d=${2:-$D} out b a rps p50 p99 reqs err non2xx tq ng fp
+  local s=$1 d=${2:-$D} out b a mb ma rps p50 p99 reqs err non2xx tq ng fp wk all ctx
   alive_or_die "$s"
-  b=($(snapshot "$s"))
-  out=$(wrk -t2 -c"$C" -d"${d}s" --latency "http://127.0.0.1:${PORT[$s]}/hello.php" 2>&1)
-  a=($(snapshot "$s"))
+  b=($(snapshot "$s")); mb=($(machine))
+  # bash's `time` gives wrk's own CPU (user and system seconds).
+  out=$( { TIMEFORMAT='WRKCPU %U %S'; time wrk -t2 -c"$C" -d"${d}s" --latency "http://127.0.0.1:${PORT[$s]}/hello.php"; } 2>&1)
+  a=($(snapshot "$s")); ma=($(machine))
   [ -n "${2:-}" ] && return
   rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
   reqs=$(echo "$out" | awk '/requests in/{print $1}')
@@ -280,11 +295,15 @@ run() { # scenario [warmup-seconds]
   non2xx=$(echo "$out" | awk '/Non-2xx/{print $NF}')
   if [ -z "$rps" ] || [ -z "$reqs" ]; then echo "$out"; die "$s: could not parse wrk's output"; fi
   tq=$(us_per_req $((a[0]-b[0])) "$reqs"); ng=$(us_per_req $((a[1]-b[1])) "$reqs"); fp=$(us_per_req $((a[2]-b[2])) "$reqs")
+  wk=$(echo "$out" | awk -v n="$reqs" '/^WRKCPU/{ printf "%.1f", ($2 + $3) * 1e6 / n }')
+  all=$(us_per_req $((ma[0]-mb[0])) "$reqs")
+  ctx=$(awk -v c=$((ma[1]-mb[1])) -v n="$reqs" 'BEGIN{ printf "%.1f", c / n }')
   case $s in direct-*) tq=- ;; esac
-  printf "  %-11s req/s=%-9s p50=%-8s p99=%-8s errors=[%s] non2xx=%-4s cpu µs/req: tqsup=%-5s nginx=%-5s php-fpm=%s\n" \
-    "$s" "$rps" "$p50" "$p99" "${err:-none}" "${non2xx:-0}" "$tq" "$ng" "$fp"
+  printf "  %-11s req/s=%-9s p50=%-8s p99=%-8s errors=[%s] non2xx=%-4s cpu µs/req: tqsup=%-5s nginx=%-5s php-fpm=%-5s wrk=%-5s machine=%-6s ctx/req=%s\n" \
+    "$s" "$rps" "$p50" "$p99" "${err:-none}" "${non2xx:-0}" "$tq" "$ng" "$fp" "$wk" "$all" "$ctx"
   RPS[$s]="${RPS[$s]:-} $rps"; P99[$s]="${P99[$s]:-} $(to_ms "$p99")"
   CPU_TQ[$s]="${CPU_TQ[$s]:-} $tq"; CPU_NG[$s]="${CPU_NG[$s]:-} $ng"; CPU_FPM[$s]="${CPU_FPM[$s]:-} $fp"
+  CPU_WRK[$s]="${CPU_WRK[$s]:-} $wk"; CPU_ALL[$s]="${CPU_ALL[$s]:-} $all"; CTX[$s]="${CTX[$s]:-} $ctx"
   [ -n "$err$non2xx" ] && ODD="${ODD:-}  round $ROUND $s: errors=[${err:-none}] non2xx=${non2xx:-0}"$'\n'
 }
 
@@ -310,14 +329,15 @@ for s in "${SCEN[@]}"; do
 done
 
 echo "== medians over $R rounds (c=$C, ${D}s, CHILDREN=$CHILDREN)"
-printf "  %-11s %9s %10s   %s\n" scenario "req/s" "p99 ms" "cpu µs/req: tqsup nginx php-fpm (total)"
+printf "  %-11s %9s %10s   %s\n" scenario "req/s" "p99 ms" "cpu µs/req: tqsup nginx php-fpm (total)   wrk machine  ctx/req"
 declare -A MED
 for s in "${SCEN[@]}"; do
   MED[$s]=$(median %.2f ${RPS[$s]})
   mt=$(median %.1f ${CPU_TQ[$s]//-/}); mn=$(median %.1f ${CPU_NG[$s]}); mf=$(median %.1f ${CPU_FPM[$s]})
   case $s in direct-*) mt=- ;; esac
   tot=$(awk -v a="$mt" -v b="$mn" -v c="$mf" 'BEGIN{printf "%.1f", (a=="-"?0:a)+b+c}')
-  printf "  %-11s %9s %10s   %17s %5s %7s (%s)\n" "$s" "${MED[$s]}" "$(median %.2f ${P99[$s]})" "$mt" "$mn" "$mf" "$tot"
+  printf "  %-11s %9s %10s   %17s %5s %7s %-8s %5s %7s %8s\n" "$s" "${MED[$s]}" "$(median %.2f ${P99[$s]})" "$mt" "$mn" "$mf" "($tot)" \
+    "$(median %.1f ${CPU_WRK[$s]})" "$(median %.1f ${CPU_ALL[$s]})" "$(median %.1f ${CTX[$s]})"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a>0) printf "%.2f", b/a; else print "nan" }'; }
 echo "  ratio tqsup-unix/direct-unix = $(ratio "${MED[direct-unix]}" "${MED[tqsup-unix]}")"

@@ -472,3 +472,51 @@ fn the_internal_token_is_refused_in_any_param() {
     c.send(&request(99, true, &s.params("/index.php", &[]), b""));
     assert_eq!(c.response(99).body(), "hello \n");
 }
+
+#[test]
+fn a_full_listener_closes_the_connection_idle_longest_never_a_busy_one() {
+    let s = Stack::start(StackOpts {
+        forward_extra: "  max_connections: 2\n",
+        ..StackOpts::default()
+    });
+    // Two kept-alive connections, each served once, then idle (`a` first).
+    let mut a = s.conn();
+    a.send(&request(1, true, &s.get("/index.php", "n=a"), b""));
+    assert_eq!(a.response(1).body(), "hello a\n");
+    std::thread::sleep(ms(50));
+    let mut b = s.conn();
+    b.send(&request(1, true, &s.get("/index.php", "n=b"), b""));
+    assert_eq!(b.response(1).body(), "hello b\n");
+    // A third client is served at once: the connection idle longest made
+    // room (today's web servers keep such connections forever).
+    let mut c = s.conn();
+    c.set_timeout(Duration::from_secs(5));
+    let t = Instant::now();
+    c.send(&request(1, true, &s.get("/index.php", "n=c"), b""));
+    assert_eq!(c.response(1).body(), "hello c\n", "{}", s.tqsup.log_text());
+    assert!(t.elapsed() < ms(1000), "{:?}", t.elapsed());
+    a.set_timeout(Duration::from_secs(5));
+    assert!(a.closed(), "the longest idle connection was closed");
+    // `b` is still served.
+    b.send(&request(2, true, &s.get("/index.php", "n=b2"), b""));
+    assert_eq!(b.response(2).body(), "hello b2\n");
+
+    // Both slots busy (`b` and `c` each running a 1.5 s script): a new
+    // client waits for one of them to end instead of cutting it.
+    b.send(&request(3, true, &s.get("/sleep.php", "ms=1500"), b""));
+    c.send(&request(2, true, &s.get("/sleep.php", "ms=1500"), b""));
+    std::thread::sleep(ms(200));
+    let mut d = s.conn();
+    d.set_timeout(Duration::from_secs(10));
+    let t = Instant::now();
+    d.send(&request(1, true, &s.get("/index.php", "n=d"), b""));
+    // The busy ones finish: then the one idle longest of them makes room.
+    assert_eq!(b.response(3).body(), "slept\n");
+    assert_eq!(c.response(2).body(), "slept\n");
+    assert_eq!(d.response(1).body(), "hello d\n", "{}", s.tqsup.log_text());
+    assert!(
+        t.elapsed() >= ms(1000),
+        "d waited for a slot: {:?}",
+        t.elapsed()
+    );
+}

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::codec::{self, HEADER_LEN};
 use super::exchange::{self, Abort, Down, Job, Stdin, error_response};
 use super::listener::{Charge, Ctx};
+use super::slots::ConnSlot;
 use crate::metrics::{self, ForwardError};
 use body::Body;
 use head::Head;
@@ -107,9 +108,10 @@ fn perr<T>(msg: impl Into<String>) -> Result<T, ProtocolError> {
 
 /// Serves one connection until the client leaves, a request without
 /// KEEP_CONN ends, bad input arrives, it stays silent past
-/// `params_timeout`, or (after `shutdown`, or once the client has shut its
-/// sending side) it has no request left.
-pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken) {
+/// `params_timeout`, (after `shutdown`, or once the client has shut its
+/// sending side) it has no request left, or the listener is full and needs
+/// its `slot` while it is idle.
+pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken, slot: &ConnSlot) {
     let accepted = Instant::now();
     let mut conn = Conn {
         down: down.clone(),
@@ -143,6 +145,8 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken) 
     let timer = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
+    // No request and no unread bytes: the listener may ask for the slot.
+    let mut was_idle = false;
     loop {
         if let Err(ProtocolError(why)) = conn.process(&mut buf) {
             tracing::warn!(why, "closing FastCGI client connection on bad input");
@@ -207,8 +211,17 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken) 
             super::io::reserve_read(&mut buf, 8192);
         }
         let delivering = conn.delivering();
+        let idle = conn.slots.is_empty() && inline.is_terminated() && buf.is_empty();
+        if idle != was_idle {
+            slot.set_idle(idle);
+            was_idle = idle;
+        }
         tokio::select! {
             _ = &mut done => break,
+            _ = slot.evicted(), if idle => {
+                tracing::debug!("closing an idle FastCGI client connection: the listener is full");
+                break;
+            }
             job = &mut inline => conn.inline_ended(job),
             _ = &mut stopping, if !draining => {
                 draining = true;

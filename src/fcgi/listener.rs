@@ -1,6 +1,6 @@
 //! The forward listener: accepts web-server connections on `forward.listen`
-//! (TCP or unix socket), at most `max_connections` at once, and runs one
-//! [`connection::serve`] task per connection.
+//! (TCP or unix socket), at most `max_connections` at once (see
+//! [`super::slots`]), and runs one [`connection::serve`] task per connection.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,6 +16,7 @@ use super::connection;
 use super::exchange::{Down, Limits};
 use super::io::Stream;
 use super::pool::UpstreamPool;
+use super::slots::ConnSlots;
 use crate::config::Endpoint;
 use crate::upstream::InternalPaths;
 
@@ -176,8 +176,8 @@ enum Bound {
 pub struct ForwardListener {
     bound: Bound,
     ctx: Arc<Ctx>,
-    /// One permit per open downstream connection.
-    slots: Arc<Semaphore>,
+    /// One per open downstream connection.
+    slots: Arc<ConnSlots>,
 }
 
 /// The forward listener's socket, bound before anything else starts (so a
@@ -235,7 +235,7 @@ impl ForwardListener {
                 path,
             ),
         };
-        let slots = Arc::new(Semaphore::new(ctx.max_connections.max(1) as usize));
+        let slots = ConnSlots::new(ctx.max_connections as usize);
         Ok(ForwardListener {
             bound,
             ctx: Arc::new(ctx),
@@ -256,10 +256,6 @@ impl ForwardListener {
     pub async fn serve(self, shutdown: CancellationToken) {
         tracing::info!(listen = %self.local_addr(), "forward listener ready");
         loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                p = self.slots.clone().acquire_owned() => p.expect("never closed"),
-            };
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 a = self.accept() => a,
@@ -272,6 +268,11 @@ impl ForwardListener {
                     continue;
                 }
             };
+            // A client is here: when every slot is taken, the connection
+            // idle the longest makes room (see `slots`); busy ones never do.
+            let Some(slot) = self.slots.acquire(&shutdown).await else {
+                break;
+            };
             let down = Arc::new(Down::new(stream, self.ctx.limits.write));
             let ctx = self.ctx.clone();
             let shutdown = shutdown.clone();
@@ -279,8 +280,8 @@ impl ForwardListener {
             m.downstream_accepted.inc();
             let open = m.hold(|m| &m.downstream_open);
             self.ctx.tracker.spawn(async move {
-                connection::serve(down, ctx, shutdown).await;
-                drop((permit, open));
+                connection::serve(down, ctx, shutdown, &slot).await;
+                drop((slot, open));
             });
         }
         let Self { bound, ctx, .. } = self;

@@ -16,6 +16,7 @@ pub mod lanes;
 pub mod listener;
 pub mod peer;
 pub mod pool;
+pub mod slots;
 
 use std::sync::Arc;
 use std::time::Duration;
