@@ -520,3 +520,28 @@ fn a_full_listener_closes_the_connection_idle_longest_never_a_busy_one() {
         t.elapsed()
     );
 }
+
+#[test]
+fn a_record_left_half_sent_between_requests_is_bounded_by_params_timeout() {
+    let s = Stack::start(StackOpts {
+        forward_extra: "  params_timeout_ms: 800\n",
+        ..StackOpts::default()
+    });
+    let mut c = s.conn();
+    c.set_timeout(Duration::from_secs(5));
+    c.send(&request(1, true, &s.get("/index.php", "n=1"), b""));
+    assert_eq!(c.response(1).body(), "hello 1\n");
+    // Idle between requests is fine: still served after twice the timeout.
+    std::thread::sleep(ms(1700));
+    c.send(&request(2, true, &s.get("/index.php", "n=2"), b""));
+    assert_eq!(c.response(2).body(), "hello 2\n");
+    // Three bytes of a header, then nothing: closed after params_timeout.
+    c.send(&begin(3, 1, true)[..3]);
+    let t = Instant::now();
+    assert!(c.closed(), "a half-sent record is not held forever");
+    assert!(
+        (ms(600)..ms(3000)).contains(&t.elapsed()),
+        "{:?}",
+        t.elapsed()
+    );
+}

@@ -116,6 +116,7 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken, 
     let mut conn = Conn {
         down: down.clone(),
         first_begin_by: Some(accepted + ctx.clients.params_timeout),
+        partial_by: None,
         ctx,
         slots: Vec::new(),
         out: BytesMut::new(),
@@ -195,6 +196,14 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken, 
             break;
         }
         conn.slots.retain(|s| !s.finished());
+        let quiet = conn.slots.is_empty() && inline.is_terminated();
+        if !quiet || buf.is_empty() {
+            conn.partial_by = None;
+        } else if conn.partial_by.is_none() {
+            // Part of a record and no request open: the rest must come
+            // within params_timeout, as a new connection's first request.
+            conn.partial_by = Some(Instant::now() + conn.ctx.clients.params_timeout);
+        }
         let winding_down = draining || !read_open;
         if winding_down && conn.slots.is_empty() && inline.is_terminated() {
             break;
@@ -211,7 +220,7 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken, 
             super::io::reserve_read(&mut buf, 8192);
         }
         let delivering = conn.delivering();
-        let idle = conn.slots.is_empty() && inline.is_terminated() && buf.is_empty();
+        let idle = quiet && buf.is_empty();
         if idle != was_idle {
             slot.set_idle(idle);
             was_idle = idle;
@@ -277,6 +286,9 @@ struct Conn {
     /// Until the first BEGIN_REQUEST: when a connection that said nothing
     /// is closed.
     first_begin_by: Option<Instant>,
+    /// While part of a record waits and no request is open: when the
+    /// connection is closed.
+    partial_by: Option<Instant>,
     /// Not read for backpressure: body timeouts are suspended.
     paused: bool,
     /// A request to run inline, picked up by [`serve`].
@@ -385,6 +397,7 @@ impl Conn {
             .iter()
             .filter_map(|s| s.deadline(t, reading))
             .chain(self.first_begin_by)
+            .chain(self.partial_by)
             .min()
     }
 
@@ -392,6 +405,10 @@ impl Conn {
     fn expire(&mut self, now: Instant, reading: bool) -> bool {
         if self.first_begin_by.is_some_and(|t| t <= now) {
             tracing::info!("closing a FastCGI client connection that sent no request in time");
+            return false;
+        }
+        if self.partial_by.is_some_and(|t| t <= now) {
+            tracing::info!("closing a FastCGI client connection that stopped mid-record");
             return false;
         }
         let t = self.ctx.clients.stdin_timeout;
