@@ -76,18 +76,23 @@ async fn run_async(
     } else {
         None
     };
+    // The forwarder's breaker, read by /readyz and the STATUS= line too.
+    let breaker = crate::fcgi::breaker::Breaker::shared(&config.forward.health);
     // php-fpm: rendered, tested, then supervised; or forward-only mode.
     let supervisor_token = root.child_token();
     let mut php_endpoint = config.php_fpm.listen.clone();
+    let mut answering = None;
     let (runtime, mut supervised) = if config.php_fpm.enabled {
         let (runtime, setup) = prepare(&config, &paths, dev).await?;
         php_endpoint = Some(setup.generation.files.endpoint.clone());
-        let sup = Supervisor::new(
+        let mut sup = Supervisor::new(
             setup,
             state_tx.clone(),
             control_rx,
             supervisor_token.clone(),
         )?;
+        sup.show_breaker(breaker.clone());
+        answering = Some(sup.answering());
         (Some(runtime), Some(tracker.spawn(sup.run())))
     } else {
         let endpoint = config
@@ -122,6 +127,7 @@ async fn run_async(
             state_rx.clone(),
             paths.clone(),
             lanes.clone(),
+            breaker.clone(),
             socket,
             token.clone(),
         );
@@ -155,8 +161,14 @@ async fn run_async(
                 Ok(r.body.to_vec())
             })
         });
-        let view = crate::admin::AdminView::with_lanes(state_rx.clone(), scrape, lanes.clone());
-        let run = crate::admin::run_admin(listen, view, root.child_token());
+        let mut view = crate::admin::AdminView::new(state_rx.clone(), scrape)
+            .with_lanes(lanes.clone())
+            .with_breaker(breaker.clone())
+            .with_pool_name(&config.php_fpm.pool.name);
+        if let Some(answering) = answering {
+            view = view.with_answering(answering);
+        }
+        let run = crate::admin::run_admin(listen, Arc::new(view), root.child_token());
         spawn_essential(&tracker, &root, "admin endpoint", run);
     }
 
@@ -363,7 +375,7 @@ fn send(tx: &mpsc::Sender<Control>, control: Control) {
 
 /// READY=1 in forward-only mode, with the same one-line summary as `/status`.
 fn sd_ready_forward_only(state: &PhpFpmState) {
-    let status = format!("forward-only: {}", crate::admin::summary(state, None));
+    let status = format!("forward-only: {}", crate::admin::summary(state, None, None));
     supervisor::sd(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&status),

@@ -397,10 +397,35 @@ fn parse_metrics(text: &str) -> Result<Metrics, String> {
 }
 
 /// Prometheus naming: counters' samples end `_total`, durations are in
-/// `_seconds`, byte counts in `_bytes`, everything is `tqsup_`, documented.
+/// `_seconds`, byte counts in `_bytes`, documented; tqsup's own are
+/// `tqsup_<subsystem>_`, php-fpm's status page is `phpfpm_` gauges by
+/// `pool`, as php-fpm exporters name them.
 fn check_conventions(m: &Metrics) {
+    const SUBSYSTEMS: [&str; 5] = ["forward", "upstream", "downstream", "php_fpm", "dev"];
     for (name, kind) in &m.types {
-        assert!(name.starts_with("tqsup_"), "{name}: no tqsup_ prefix");
+        if name.starts_with("phpfpm_") {
+            assert_eq!(
+                kind, "gauge",
+                "{name}: the exporters' names are gauges here"
+            );
+            assert!(
+                m.samples
+                    .keys()
+                    .filter(|k| k.starts_with(&format!("{name}{{")))
+                    .all(|k| k.contains("pool=\"")),
+                "{name}: no pool label"
+            );
+        } else {
+            let rest = name
+                .strip_prefix("tqsup_")
+                .unwrap_or_else(|| panic!("{name}: no tqsup_ prefix"));
+            assert!(
+                SUBSYSTEMS
+                    .iter()
+                    .any(|s| rest.starts_with(&format!("{s}_"))),
+                "{name}: not tqsup_<subsystem>_<name>"
+            );
+        }
         assert!(
             m.helps.get(name).is_some_and(|h| !h.trim().is_empty()),
             "{name}: no HELP"
@@ -527,26 +552,32 @@ fn metrics_count_requests_and_mirror_php_fpm_and_logs_are_json() {
         let m = s.metrics();
         let st = s.php_fpm_status();
         let direct = |k: &str| st[k].as_f64().unwrap();
-        assert_eq!(m.get("tqsup_phpfpm_total_processes"), 3.0);
+        // Labelled by php-fpm's pool name, as php-fpm exporters do.
+        let pool = st["pool"].as_str().unwrap();
+        let ours = |name: &str| m.get(&format!("{name}{{pool=\"{pool}\"}}"));
+        assert_eq!(ours("phpfpm_up"), 1.0);
+        assert_eq!(ours("phpfpm_scrape_failures"), 0.0);
+        assert_eq!(ours("phpfpm_total_processes"), 3.0);
         assert_eq!(direct("total processes"), 3.0, "{st}");
-        assert!(m.get("tqsup_phpfpm_accepted_connections_total") <= direct("accepted conn"));
-        assert!(m.get("tqsup_phpfpm_accepted_connections_total") >= n as f64 - 1.0);
-        for (ours, theirs) in [
-            (
-                "tqsup_phpfpm_max_children_reached_total",
-                "max children reached",
-            ),
-            ("tqsup_phpfpm_slow_requests_total", "slow requests"),
-            ("tqsup_phpfpm_listen_queue", "listen queue"),
+        assert!(ours("phpfpm_accepted_connections") <= direct("accepted conn"));
+        assert!(ours("phpfpm_accepted_connections") >= n as f64 - 1.0);
+        assert!(ours("phpfpm_start_since") <= direct("start since"));
+        for (name, theirs) in [
+            ("phpfpm_max_children_reached", "max children reached"),
+            ("phpfpm_slow_requests", "slow requests"),
+            ("phpfpm_listen_queue", "listen queue"),
+            ("phpfpm_max_listen_queue", "max listen queue"),
+            ("phpfpm_listen_queue_length", "listen queue len"),
         ] {
-            assert_eq!(m.get(ours), direct(theirs), "{ours} vs {st}");
+            assert_eq!(ours(name), direct(theirs), "{name} vs {st}");
         }
         let same = [
-            ("tqsup_phpfpm_idle_processes", "idle processes"),
-            ("tqsup_phpfpm_active_processes", "active processes"),
+            ("phpfpm_idle_processes", "idle processes"),
+            ("phpfpm_active_processes", "active processes"),
+            ("phpfpm_max_active_processes", "max active processes"),
         ]
         .iter()
-        .all(|(ours, theirs)| m.get(ours) == direct(theirs));
+        .all(|(name, theirs)| ours(name) == direct(theirs));
         same.then_some(())
     });
     assert!(matched.is_some(), "idle/active never matched php-fpm's");

@@ -3,9 +3,14 @@
 //! fast 503; after `open` one probe goes through (half-open) and its success
 //! closes it. Saturation (queue timeout, EAGAIN) is never reported here.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// One breaker shared by the forwarder's pool and health probe, the admin
+/// endpoint (`/readyz`, `/status`) and the supervisor's status line.
+pub type SharedBreaker = Arc<Mutex<Breaker>>;
 
 /// Where the breaker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +26,29 @@ pub enum BreakerState {
     },
 }
 
+/// Where the breaker is, without its timers: the `state` label of
+/// `tqsup_forward_breaker_transitions`, and what `/readyz` and `/status` say.
+/// In gauge order (`tqsup_forward_breaker_state`: 0, 1, 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::EnumIter, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Position {
+    Closed,
+    HalfOpen,
+    Open,
+}
+
+impl BreakerState {
+    pub fn position(self) -> Position {
+        match self {
+            BreakerState::Closed => Position::Closed,
+            BreakerState::HalfOpen { .. } => Position::HalfOpen,
+            BreakerState::Open { .. } => Position::Open,
+        }
+    }
+}
+
 /// Consecutive-failures breaker; time passed in. State changes are mirrored
-/// in the `tqsup_forward_breaker_state` metric.
+/// in the `tqsup_forward_breaker_state` metric (never read back).
 #[derive(Debug, Clone)]
 pub struct Breaker {
     /// Consecutive failures that open it (≥ 1).
@@ -42,6 +68,14 @@ impl Breaker {
             failures: 0,
             state: BreakerState::Closed,
         }
+    }
+
+    /// A breaker to share, from `forward.health`.
+    pub fn shared(health: &crate::config::Health) -> SharedBreaker {
+        Arc::new(Mutex::new(Breaker::new(
+            health.failure_threshold,
+            health.open,
+        )))
     }
 
     pub fn state(&self) -> BreakerState {
@@ -73,7 +107,7 @@ impl Breaker {
         self.failures = 0;
         if self.state != BreakerState::Closed {
             self.state = BreakerState::Closed;
-            crate::metrics::global().breaker(crate::metrics::BreakerState::Closed);
+            crate::metrics::global().breaker(Position::Closed);
         }
     }
 
@@ -108,7 +142,7 @@ impl Breaker {
         self.state = BreakerState::Open {
             until: now + self.open_for,
         };
-        crate::metrics::global().breaker(crate::metrics::BreakerState::Open);
+        crate::metrics::global().breaker(Position::Open);
     }
 
     fn tick(&mut self, now: Instant) {
@@ -116,7 +150,7 @@ impl Breaker {
             && now >= until
         {
             self.state = BreakerState::HalfOpen { probing: false };
-            crate::metrics::global().breaker(crate::metrics::BreakerState::HalfOpen);
+            crate::metrics::global().breaker(Position::HalfOpen);
         }
     }
 }

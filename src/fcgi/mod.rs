@@ -108,6 +108,7 @@ pub async fn run_forwarder(
     state: watch::Receiver<PhpFpmState>,
     paths: InternalPaths,
     lanes: Arc<lanes::Lanes>,
+    breaker: breaker::SharedBreaker,
     socket: listener::BoundSocket,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -127,9 +128,11 @@ pub async fn run_forwarder(
                     .enable_all()
                     .build()
             };
-            let r = rt
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(serve(config, state, paths, lanes, socket, shutdown)));
+            let r = rt.map_err(anyhow::Error::from).and_then(|rt| {
+                rt.block_on(serve(
+                    config, state, paths, lanes, breaker, socket, shutdown,
+                ))
+            });
             let _ = done_tx.send(r);
         })?;
     done_rx
@@ -142,12 +145,13 @@ async fn serve(
     state: watch::Receiver<PhpFpmState>,
     paths: InternalPaths,
     lanes: Arc<lanes::Lanes>,
+    breaker: breaker::SharedBreaker,
     socket: listener::BoundSocket,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let php = &config.php_fpm;
     let fwd = &config.forward;
-    let pool = UpstreamPool::with_lanes(
+    let pool = UpstreamPool::with_breaker(
         state.clone(),
         PoolSettings {
             connect_timeout: php.connect_timeout,
@@ -156,6 +160,7 @@ async fn serve(
             open: fwd.health.open,
         },
         lanes,
+        breaker,
     );
     let ctx = Ctx {
         pool: pool.clone(),

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use super::backend::Backend;
 use super::backend::{BusyGuard, Held, Holder, Idle};
-use super::breaker::Breaker;
+use super::breaker::{Breaker, SharedBreaker};
 use super::io::Stream;
 use super::lanes::{LaneGate, LanePermit, Lanes};
 use crate::config::Endpoint;
@@ -190,11 +190,21 @@ impl UpstreamPool {
         lanes: Arc<Lanes>,
     ) -> Self {
         let breaker = Breaker::new(settings.failure_threshold, settings.open);
+        Self::with_breaker(state, settings, lanes, Arc::new(Mutex::new(breaker)))
+    }
+
+    /// A pool whose breaker is shared (the admin endpoint reads it).
+    pub fn with_breaker(
+        state: watch::Receiver<PhpFpmState>,
+        settings: PoolSettings,
+        lanes: Arc<Lanes>,
+        breaker: SharedBreaker,
+    ) -> Self {
         UpstreamPool {
             inner: Arc::new(Inner {
                 lanes,
                 state,
-                breaker: Arc::new(Mutex::new(breaker)),
+                breaker,
                 settings,
             }),
         }

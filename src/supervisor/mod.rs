@@ -82,6 +82,10 @@ pub struct Supervisor {
     backoff: Backoff,
     state: State,
     published: watch::Sender<PhpFpmState>,
+    /// Whether the published php-fpm answered its last ping (`/readyz`).
+    answering: watch::Sender<bool>,
+    /// The forwarder's breaker, for the `STATUS=` line.
+    breaker: Option<crate::fcgi::breaker::SharedBreaker>,
     controls: mpsc::Receiver<Control>,
     stop: CancellationToken,
     /// The running php-fpm, if any.
@@ -134,6 +138,8 @@ impl Supervisor {
             setup,
             state: State::default(),
             published,
+            answering: watch::Sender::new(false),
+            breaker: None,
             controls,
             stop,
             child: None,
@@ -152,6 +158,24 @@ impl Supervisor {
             retiring: TaskTracker::new(),
             recycle: tokio::time::interval(Duration::from_millis(500)),
         })
+    }
+
+    /// Whether php-fpm answered the supervisor's last ping (false until
+    /// the first pong): the admin endpoint's `/readyz` reads it.
+    pub fn answering(&self) -> watch::Receiver<bool> {
+        self.answering.subscribe()
+    }
+
+    /// Shows the forwarder's breaker in systemd's `STATUS=` line.
+    pub fn show_breaker(&mut self, breaker: crate::fcgi::breaker::SharedBreaker) {
+        self.breaker = Some(breaker);
+    }
+
+    /// Publishes whether php-fpm answers its ping; `tqsup_php_fpm_up`
+    /// mirrors it.
+    fn set_answering(&self, yes: bool) {
+        metrics::global().php_fpm.up.set(i64::from(yes));
+        self.answering.send_replace(yes);
     }
 
     /// Supervises until stopped or given up.
@@ -253,7 +277,7 @@ impl Supervisor {
         self.probe = None;
         let was_live = matches!(self.state.phase, Phase::Running { .. });
         if self.published.borrow().is_ready() {
-            metrics::global().php_fpm_up.set(0);
+            self.set_answering(false);
             self.publish(PhpFpmState::Restarting);
         }
         let exit = child.exit_kind().await;
@@ -290,9 +314,9 @@ impl Supervisor {
             }
             Action::PublishReady => self.publish_ready(),
             Action::PublishDown => {
-                metrics::global().php_fpm_up.set(0);
+                self.set_answering(false);
                 self.publish(PhpFpmState::Restarting);
-                sd_status(&PhpFpmState::Restarting);
+                sd_status(&PhpFpmState::Restarting, self.breaker.as_ref());
             }
             Action::Kill => {
                 if let Some(c) = &self.child {
@@ -331,14 +355,14 @@ impl Supervisor {
                 self.waiting = Some(Box::pin(tokio::time::sleep(delay)));
             }
             Action::LogRestart { reason, cause } => {
-                metrics::global().php_fpm_restarted(cause.label());
+                metrics::global().php_fpm_restarted(cause);
                 tracing::warn!(cause = cause.label(), "restarting php-fpm: {reason}");
             }
             Action::Alive => {
-                metrics::global().php_fpm_up.set(1);
+                self.set_answering(true);
                 if std::env::var_os("NOTIFY_SOCKET").is_some() {
                     // Keeps `systemctl status` current (in flight, queued, …).
-                    sd_status(&self.published.borrow());
+                    sd_status(&self.published.borrow(), self.breaker.as_ref());
                 }
                 if sd_notify::watchdog_enabled().is_some() {
                     sd(&[NotifyState::Watchdog]);
@@ -349,7 +373,7 @@ impl Supervisor {
                 threshold,
                 error,
             } => {
-                metrics::global().php_fpm_up.set(0);
+                self.set_answering(false);
                 tracing::warn!(failures, threshold, error, "php-fpm liveness probe failed");
             }
             Action::Exit { code, message } => return Some(Outcome { code, message }),
@@ -395,8 +419,8 @@ impl Supervisor {
         self.backend = Some(backend.clone());
         self.seen_completed = 0;
         let ready = PhpFpmState::Ready { backend };
-        metrics::global().php_fpm_up.set(1);
-        let status = crate::admin::summary(&ready, None);
+        self.set_answering(true);
+        let status = crate::admin::summary(&ready, None, self.breaker.as_ref());
         tracing::info!(pid, generation = self.generation, endpoint = %g.files.endpoint, pool = %pool.name, "php-fpm is ready");
         self.publish(ready);
         if self.notified_ready {
@@ -503,8 +527,10 @@ async fn wait_child(child: &mut Option<PhpFpm>) {
 }
 
 /// STATUS= for systemd: the one-line summary `/status` shows too.
-fn sd_status(state: &PhpFpmState) {
-    sd(&[NotifyState::Status(&crate::admin::summary(state, None))]);
+fn sd_status(state: &PhpFpmState, breaker: Option<&crate::fcgi::breaker::SharedBreaker>) {
+    sd(&[NotifyState::Status(&crate::admin::summary(
+        state, None, breaker,
+    ))]);
 }
 
 /// sd_notify, ignoring errors (no systemd is fine).

@@ -22,8 +22,9 @@ use nix::unistd::Pid;
 use crate::config::Pool;
 use crate::fcgi::backend::{Backend, Children};
 
-/// Why a child is recycled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a child is recycled: the `reason` label of the recycles metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::EnumIter, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reason {
     Memory,
     Lifetime,
@@ -31,10 +32,7 @@ pub enum Reason {
 
 impl Reason {
     pub fn label(self) -> &'static str {
-        match self {
-            Reason::Memory => "memory",
-            Reason::Lifetime => "lifetime",
-        }
+        self.into()
     }
 }
 
@@ -69,7 +67,7 @@ pub fn tick(backend: &Backend, pool: &Pool) {
         };
         let held = children.held_by(pid);
         start(backend, children, pid);
-        crate::metrics::global().php_fpm_recycled(reason.label());
+        crate::metrics::global().php_fpm_recycled(reason);
         tracing::info!(
             pid,
             reason = reason.label(),

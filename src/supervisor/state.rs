@@ -74,8 +74,9 @@ pub enum ExitKind {
     Failed(String),
 }
 
-/// Why php-fpm is restarted: the label of the restarts metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why php-fpm is restarted: the `reason` label of the restarts metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::EnumIter, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Cause {
     /// It exited (or could not be launched).
     Exit,
@@ -89,12 +90,7 @@ pub enum Cause {
 
 impl Cause {
     pub fn label(self) -> &'static str {
-        match self {
-            Cause::Exit => "exit",
-            Cause::Liveness => "liveness",
-            Cause::ReadyTimeout => "ready_timeout",
-            Cause::Requested => "requested",
-        }
+        self.into()
     }
 }
 

@@ -1,69 +1,87 @@
 //! The admin HTTP endpoint (DESIGN §9): `/metrics`, `/healthz`, `/readyz`,
 //! `/status`, on TCP or a unix socket. Off unless `admin.listen` is set.
+//! php-fpm's status page is scraped in `status.rs`; readiness is decided in
+//! `ready.rs`, from the supervisor's and the breaker's state.
+
+mod ready;
+mod status;
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Endpoint;
-use crate::metrics::{self, BreakerState, PoolStatus};
+use crate::fcgi::breaker::SharedBreaker;
+use crate::metrics;
 use crate::upstream::PhpFpmState;
+pub use ready::not_ready_reason;
+pub use status::{PoolStatus, ScrapeFn, Scraper, breaker_word, summary};
 
-/// Fetches php-fpm's `pm.status_path?json` body from an endpoint.
-pub type ScrapeFn = Arc<
-    dyn Fn(Endpoint) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<u8>>> + Send>> + Send + Sync,
->;
-
-/// What the admin endpoint reads.
+/// What the admin endpoint reads: the supervisor's and the forwarder's
+/// state, and php-fpm's status page.
 pub struct AdminView {
+    /// php-fpm as the supervisor published it.
     pub state: watch::Receiver<PhpFpmState>,
-    /// How to reach php-fpm's status page.
-    pub scrape: ScrapeFn,
-    /// The last scrape, reused for a second so a busy scraper costs php-fpm
-    /// at most one status request per second.
-    cache: Mutex<Option<(Instant, Option<PoolStatus>)>>,
+    /// Whether php-fpm answered the supervisor's last ping; None when tqsup
+    /// does not launch php-fpm (forward-only: nothing pings it but the
+    /// forwarder's health probe, which drives the breaker).
+    answering: Option<watch::Receiver<bool>>,
+    /// The forwarder's breaker; None without a forwarder.
+    breaker: Option<SharedBreaker>,
+    /// php-fpm's status page.
+    scraper: Scraper,
     /// The forwarder's lanes, for `/status`.
-    pub lanes: Arc<crate::fcgi::lanes::Lanes>,
+    lanes: Arc<crate::fcgi::lanes::Lanes>,
 }
 
 impl AdminView {
-    pub fn new(state: watch::Receiver<PhpFpmState>, scrape: ScrapeFn) -> Arc<Self> {
-        Self::with_lanes(state, scrape, Arc::default())
+    /// A view of `state`, scraping php-fpm's pool `www` (until its status
+    /// page names it) with `scrape`.
+    pub fn new(state: watch::Receiver<PhpFpmState>, scrape: ScrapeFn) -> Self {
+        AdminView {
+            state,
+            answering: None,
+            breaker: None,
+            scraper: Scraper::new(scrape, "www"),
+            lanes: Arc::default(),
+        }
     }
 
-    /// A view that also shows the forwarder's lanes.
-    pub fn with_lanes(
-        state: watch::Receiver<PhpFpmState>,
-        scrape: ScrapeFn,
-        lanes: Arc<crate::fcgi::lanes::Lanes>,
-    ) -> Arc<Self> {
-        Arc::new(AdminView {
-            state,
-            scrape,
-            cache: Mutex::new(None),
-            lanes,
-        })
+    /// The supervisor's liveness (`Supervisor::answering`).
+    pub fn with_answering(mut self, answering: watch::Receiver<bool>) -> Self {
+        self.answering = Some(answering);
+        self
+    }
+
+    /// The forwarder's breaker.
+    pub fn with_breaker(mut self, breaker: SharedBreaker) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// The forwarder's lanes, shown by `/status`.
+    pub fn with_lanes(mut self, lanes: Arc<crate::fcgi::lanes::Lanes>) -> Self {
+        self.lanes = lanes;
+        self
+    }
+
+    /// The configured pool name, the `pool` label until a scrape names it.
+    pub fn with_pool_name(mut self, pool: &str) -> Self {
+        self.scraper.name_pool(pool);
+        self
     }
 
     /// php-fpm's pool status, at most a second old; None when php-fpm is not
     /// ready or did not answer.
     pub async fn pool_status(&self) -> Option<PoolStatus> {
-        let mut cache = self.cache.lock().await;
-        if let Some((at, status)) = cache.as_ref()
-            && at.elapsed() < Duration::from_secs(1)
-        {
-            return status.clone();
-        }
         // php-fpm's status pool answers even when every child of the main
         // pool is busy or held by the forwarder (DESIGN §6, liveness).
         let endpoint = self
@@ -71,77 +89,16 @@ impl AdminView {
             .borrow()
             .backend()
             .map(|b| b.status.clone().unwrap_or_else(|| b.endpoint.clone()));
-        let status = match endpoint {
-            Some(e) => match (self.scrape)(e).await {
-                Ok(body) => serde_json::from_slice::<PoolStatus>(&body)
-                    .inspect_err(|err| tracing::debug!(%err, "php-fpm status page did not parse"))
-                    .ok(),
-                Err(err) => {
-                    tracing::debug!(%err, "php-fpm status scrape failed");
-                    None
-                }
-            },
-            None => None,
-        };
-        if let Some(s) = &status {
-            metrics::global().pool_status(s);
-        }
-        *cache = Some((Instant::now(), status.clone()));
-        status
+        self.scraper.pool_status(endpoint).await
     }
 
-    /// Why tqsup is not ready, or None when it is: php-fpm is up, answered
-    /// the supervisor's last ping, and the forwarder's breaker is closed.
+    /// Why tqsup is not ready, or None when it is (see
+    /// [`not_ready_reason`]).
     pub fn not_ready_reason(&self) -> Option<String> {
-        match &*self.state.borrow() {
-            PhpFpmState::Ready { .. } => {}
-            PhpFpmState::Starting => return Some("php-fpm is starting".into()),
-            PhpFpmState::Restarting => return Some("php-fpm is restarting".into()),
-            PhpFpmState::Stopped => return Some("tqsup is stopping".into()),
-        }
-        let m = metrics::global();
-        if m.php_fpm_answering() == Some(false) {
-            return Some("php-fpm did not answer its last ping".into());
-        }
-        match m.breaker_state() {
-            BreakerState::Closed => None,
-            BreakerState::HalfOpen => {
-                Some("circuit breaker half-open: php-fpm failed its probes".into())
-            }
-            BreakerState::Open => Some("circuit breaker open: php-fpm failed its probes".into()),
-        }
+        let answering = self.answering.as_ref().map(|a| *a.borrow());
+        let breaker = ready::position(self.breaker.as_ref());
+        not_ready_reason(&self.state.borrow(), answering, breaker)
     }
-}
-
-/// The one-line summary shared by `/status` and systemd's `STATUS=`.
-pub fn summary(state: &PhpFpmState, pool: Option<&PoolStatus>) -> String {
-    let m = metrics::global();
-    let head = match state {
-        PhpFpmState::Starting => "php-fpm starting".to_string(),
-        PhpFpmState::Ready { backend } => {
-            format!("php-fpm ready (generation {})", backend.generation)
-        }
-        PhpFpmState::Restarting => "php-fpm restarting".to_string(),
-        PhpFpmState::Stopped => "stopping".to_string(),
-    };
-    let children = match pool {
-        Some(p) => format!(
-            "; {} children: {} active, {} idle",
-            p.total_processes, p.active_processes, p.idle_processes
-        ),
-        None => String::new(),
-    };
-    let breaker = match m.breaker_state() {
-        BreakerState::Closed => "closed",
-        BreakerState::HalfOpen => "half-open",
-        BreakerState::Open => "open",
-    };
-    format!(
-        "{head}{children}; {} in flight, {} queued; breaker {breaker}; {} restarts",
-        m.in_flight.get(),
-        m.queue_depth.get(),
-        m.restarts_total()
-    )
 }
 
 fn response(
@@ -161,8 +118,13 @@ async fn handle(
     view: Arc<AdminView>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(respond(&view, req.uri().path()).await)
+}
+
+/// The answer to a GET of `path`.
+async fn respond(view: &AdminView, path: &str) -> Response<Full<Bytes>> {
     let text = "text/plain; charset=utf-8";
-    Ok(match req.uri().path() {
+    match path {
         "/metrics" => {
             view.pool_status().await;
             response(
@@ -170,7 +132,7 @@ async fn handle(
                 // What prometheus-client's text encoder writes (`# EOF`,
                 // `# UNIT`, counters' `_total`); Prometheus scrapes it.
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                metrics::global().encode(),
+                metrics::encode(),
             )
         }
         "/healthz" => response(StatusCode::OK, text, "ok\n"),
@@ -185,11 +147,12 @@ async fn handle(
         "/status" => {
             let pool = view.pool_status().await;
             let state = view.state.borrow().clone();
+            let not_ready = view.not_ready_reason();
             let m = metrics::global();
             let body = serde_json::json!({
-                "summary": summary(&state, pool.as_ref()),
-                "ready": view.not_ready_reason().is_none(),
-                "not_ready_reason": view.not_ready_reason(),
+                "summary": summary(&state, pool.as_ref(), view.breaker.as_ref()),
+                "ready": not_ready.is_none(),
+                "not_ready_reason": not_ready,
                 "php_fpm": {
                     "state": match &state {
                         PhpFpmState::Starting => "starting",
@@ -208,11 +171,7 @@ async fn handle(
                     "upstream_connections_open": m.upstream_open.get(),
                     "upstream_connections_idle": m.upstream_idle.get(),
                     "downstream_connections_open": m.downstream_open.get(),
-                    "breaker": match m.breaker_state() {
-                        BreakerState::Closed => "closed",
-                        BreakerState::HalfOpen => "half-open",
-                        BreakerState::Open => "open",
-                    },
+                    "breaker": breaker_word(ready::position(view.breaker.as_ref())),
                     "lanes": view.lanes.iter().map(|l| serde_json::json!({
                         "name": l.name,
                         "max": l.max,
@@ -229,7 +188,7 @@ async fn handle(
             text,
             "not found: try /metrics, /healthz, /readyz or /status\n",
         ),
-    })
+    }
 }
 
 async fn serve_conn<IO>(io: IO, view: Arc<AdminView>)
