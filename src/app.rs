@@ -297,11 +297,12 @@ async fn shutdown(p: ShutdownParts) {
 
 /// Binds `forward.listen`; a taken address is a clear error naming it and,
 /// when /proc tells, the process holding it.
-fn bind_forward(config: &Config) -> anyhow::Result<crate::fcgi::listener::BoundSocket> {
+fn bind_forward(config: &Config) -> anyhow::Result<crate::fcgi::listen::BoundSocket> {
+    use crate::fcgi::listen;
     let fwd = &config.forward;
-    crate::fcgi::listener::bind_socket(&fwd.listen, fwd.socket_mode).map_err(|e| {
+    listen::BoundSocket::bind(&fwd.listen, Some(fwd.socket_mode)).map_err(|e| {
         let holder = (e.kind() == std::io::ErrorKind::AddrInUse)
-            .then(|| crate::supervisor::holder::find(&fwd.listen))
+            .then(|| listen::holder(&fwd.listen))
             .flatten()
             .map(|(pid, name)| format!(" (held by pid {pid}: {name})"))
             .unwrap_or_default();

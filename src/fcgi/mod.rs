@@ -13,6 +13,7 @@ pub mod exchange;
 pub mod health;
 pub mod io;
 pub mod lanes;
+pub mod listen;
 pub mod listener;
 pub mod peer;
 pub mod pool;
@@ -107,7 +108,7 @@ pub async fn run_forwarder(
     state: watch::Receiver<PhpFpmState>,
     paths: InternalPaths,
     lanes: Arc<lanes::Lanes>,
-    socket: listener::BoundSocket,
+    socket: listen::BoundSocket,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let threads = forward_threads(config.forward.threads);
@@ -141,7 +142,7 @@ async fn serve(
     state: watch::Receiver<PhpFpmState>,
     paths: InternalPaths,
     lanes: Arc<lanes::Lanes>,
-    socket: listener::BoundSocket,
+    socket: listen::BoundSocket,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let php = &config.php_fpm;

@@ -13,7 +13,7 @@
 
 pub mod backoff;
 pub mod child;
-pub mod holder;
+pub mod group;
 pub mod logs;
 pub mod recycle;
 pub mod reload;
