@@ -151,7 +151,7 @@ async fn run_async(
         let scrape: crate::admin::ScrapeFn = Arc::new(move |endpoint| {
             let status_path = status_path.clone();
             Box::pin(async move {
-                let r = crate::probe::get(&endpoint, &status_path, "json", timeout).await?;
+                let r = crate::fcgi::probe::get(&endpoint, &status_path, "json", timeout).await?;
                 Ok(r.body.to_vec())
             })
         });

@@ -19,7 +19,6 @@ pub mod generation;
 pub mod logging;
 pub mod metrics;
 pub mod phpfpm_test;
-pub mod probe;
 pub mod render;
 pub mod runtime_dir;
 pub mod signals;

@@ -17,6 +17,7 @@ pub mod listen;
 pub mod listener;
 pub mod peer;
 pub mod pool;
+pub mod probe;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -35,8 +35,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Endpoint};
 use crate::control::Control;
+use crate::fcgi::probe;
 use crate::metrics;
-use crate::probe;
 use crate::upstream::{Backend, InternalPaths, PhpFpmState};
 use backoff::Backoff;
 use child::PhpFpm;
