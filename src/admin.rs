@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Endpoint;
 use crate::fcgi::io::Stream;
 use crate::fcgi::listen::Listener;
+use crate::fcgi::upstream::PhpFpmState;
 use crate::metrics::{self, BreakerState, PoolStatus};
-use crate::upstream::PhpFpmState;
 
 /// Fetches php-fpm's `pm.status_path?json` body from an endpoint.
 pub type ScrapeFn = Arc<

@@ -14,12 +14,13 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::control::Control;
 use crate::exit::{self, Fatal};
+use crate::fcgi::upstream::{Backend, PhpFpmState};
 use crate::generation::Generation;
 use crate::render;
+use crate::render::InternalPaths;
 use crate::runtime_dir::RuntimeDir;
 use crate::signals::{Signal, Signals};
 use crate::supervisor::{self, Outcome, Setup, Supervisor, child};
-use crate::upstream::{InternalPaths, PhpFpmState};
 
 /// What `tqsup run` was asked to do.
 #[derive(Debug, Clone)]
@@ -97,7 +98,7 @@ async fn run_async(
             .ok_or_else(|| Fatal::new(exit::CONFIG, "php_fpm.enabled is false but php_fpm.listen is not set; fix: set php_fpm.listen to the address of the php-fpm to forward to"))?;
         tracing::info!(%endpoint, "php_fpm.enabled is false: launching nothing, forwarding to php-fpm at php_fpm.listen");
         state_tx.send_replace(PhpFpmState::Ready {
-            backend: crate::upstream::Backend::new(
+            backend: Backend::new(
                 1,
                 endpoint,
                 None,

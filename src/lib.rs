@@ -23,4 +23,7 @@ pub mod render;
 pub mod runtime_dir;
 pub mod signals;
 pub mod supervisor;
-pub mod upstream;
+
+/// `crate::upstream::PhpFpmState`, the path it always had: it lives in
+/// `fcgi`, beside the backends it refers to.
+pub use fcgi::upstream;

@@ -71,7 +71,7 @@ const FIRST_PATHS: usize = 3;
 #[derive(Debug, Clone, Default)]
 pub struct Diagnostics {
     /// The supervisor's view: not running, restarting, ready.
-    pub state: Option<tokio::sync::watch::Receiver<crate::upstream::PhpFpmState>>,
+    pub state: Option<tokio::sync::watch::Receiver<crate::fcgi::upstream::PhpFpmState>>,
     /// The last php-fpm/PHP log lines (filled by a tracing layer).
     pub recent: Option<RecentLines>,
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::breaker::Breaker;
 use super::pool::UpstreamPool;
-use crate::upstream::PhpFpmState;
+use super::upstream::PhpFpmState;
 
 /// What one probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

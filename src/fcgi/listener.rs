@@ -15,7 +15,7 @@ use super::connection;
 use super::exchange::{Down, Limits};
 use super::listen::{BoundSocket, Listener};
 use super::pool::UpstreamPool;
-use crate::upstream::InternalPaths;
+use crate::render::InternalPaths;
 
 /// Request bodies queued per connection while their requests cannot take
 /// them yet (waiting for a php-fpm connection); past it the connection is

@@ -18,6 +18,7 @@ pub mod listener;
 pub mod peer;
 pub mod pool;
 pub mod probe;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,10 +28,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::upstream::{InternalPaths, PhpFpmState};
+use crate::render::InternalPaths;
 use exchange::Limits;
 use listener::{ClientLimits, Ctx, ForwardListener};
 use pool::{PoolSettings, UpstreamPool};
+use upstream::PhpFpmState;
 
 /// How long an idle pooled connection lives when the process manager can
 /// shrink the pool (`dynamic`, `ondemand`): a connection pins its child, so
