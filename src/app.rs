@@ -14,12 +14,13 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::control::Control;
 use crate::exit::{self, Fatal};
+use crate::fcgi::upstream::{Backend, PhpFpmState};
 use crate::generation::Generation;
 use crate::render;
+use crate::render::InternalPaths;
 use crate::runtime_dir::RuntimeDir;
 use crate::signals::{Signal, Signals};
 use crate::supervisor::{self, Outcome, Setup, Supervisor, child};
-use crate::upstream::{InternalPaths, PhpFpmState};
 
 /// What `tqsup run` was asked to do.
 #[derive(Debug, Clone)]
@@ -102,7 +103,7 @@ async fn run_async(
             .ok_or_else(|| Fatal::new(exit::CONFIG, "php_fpm.enabled is false but php_fpm.listen is not set; fix: set php_fpm.listen to the address of the php-fpm to forward to"))?;
         tracing::info!(%endpoint, "php_fpm.enabled is false: launching nothing, forwarding to php-fpm at php_fpm.listen");
         state_tx.send_replace(PhpFpmState::Ready {
-            backend: crate::upstream::Backend::new(
+            backend: Backend::new(
                 1,
                 endpoint,
                 None,
@@ -157,7 +158,7 @@ async fn run_async(
         let scrape: crate::admin::ScrapeFn = Arc::new(move |endpoint| {
             let status_path = status_path.clone();
             Box::pin(async move {
-                let r = crate::probe::get(&endpoint, &status_path, "json", timeout).await?;
+                let r = crate::fcgi::probe::get(&endpoint, &status_path, "json", timeout).await?;
                 Ok(r.body.to_vec())
             })
         });
@@ -309,11 +310,12 @@ async fn shutdown(p: ShutdownParts) {
 
 /// Binds `forward.listen`; a taken address is a clear error naming it and,
 /// when /proc tells, the process holding it.
-fn bind_forward(config: &Config) -> anyhow::Result<crate::fcgi::listener::BoundSocket> {
+fn bind_forward(config: &Config) -> anyhow::Result<crate::fcgi::listen::BoundSocket> {
+    use crate::fcgi::listen;
     let fwd = &config.forward;
-    crate::fcgi::listener::bind_socket(&fwd.listen, fwd.socket_mode).map_err(|e| {
+    listen::BoundSocket::bind(&fwd.listen, Some(fwd.socket_mode)).map_err(|e| {
         let holder = (e.kind() == std::io::ErrorKind::AddrInUse)
-            .then(|| crate::supervisor::holder::find(&fwd.listen))
+            .then(|| listen::holder(&fwd.listen))
             .flatten()
             .map(|(pid, name)| format!(" (held by pid {pid}: {name})"))
             .unwrap_or_default();

@@ -14,9 +14,9 @@ use crate::config::{self, Config, Notes};
 use crate::discover::{self, PhpFpmBinary};
 use crate::exit;
 use crate::generation::Generation;
+use crate::render::InternalPaths;
 use crate::render::{self, Identity};
 use crate::runtime_dir::private_dir;
-use crate::upstream::InternalPaths;
 
 /// Runs php-fpm behind one FastCGI endpoint.
 #[derive(Debug, Parser)]

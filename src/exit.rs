@@ -2,6 +2,7 @@
 
 use crate::config::ConfigError;
 use crate::discover::NotFound;
+use crate::phpfpm_test::{Rejected, TestError};
 
 pub const OK: u8 = 0;
 pub const FAILURE: u8 = 1;
@@ -27,24 +28,12 @@ impl Fatal {
     }
 }
 
-/// php-fpm's own verdict on a rendered config (`php-fpm -t` failed).
-#[derive(Debug, thiserror::Error)]
-#[error("php-fpm rejected the rendered config {}: {message}; fix: correct the tqsup config (see `tqsup render`)", conf.display())]
-pub struct Rejected {
-    pub conf: std::path::PathBuf,
-    /// php-fpm's ERROR/ALERT lines, without timestamps.
-    pub message: String,
-}
-
 /// The exit code for an error: the first cause that knows its code.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if cause.is::<ConfigError>()
             || cause.is::<Rejected>()
-            || matches!(
-                cause.downcast_ref(),
-                Some(crate::phpfpm_test::TestError::Rejected(_))
-            )
+            || matches!(cause.downcast_ref(), Some(TestError::Rejected(_)))
         {
             return CONFIG;
         }

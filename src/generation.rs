@@ -12,8 +12,7 @@ use anyhow::Context as _;
 use crate::config::Config;
 use crate::discover::PhpFpmBinary;
 use crate::phpfpm_test::TestError;
-use crate::render::{self, Identity, RenderedFiles};
-use crate::upstream::InternalPaths;
+use crate::render::{self, Identity, InternalPaths, RenderedFiles};
 
 /// What a supervisor runs: the config, the files rendered from it and the
 /// command that reads them. Replaced whole by a good reload.

@@ -19,9 +19,11 @@ pub mod generation;
 pub mod logging;
 pub mod metrics;
 pub mod phpfpm_test;
-pub mod probe;
 pub mod render;
 pub mod runtime_dir;
 pub mod signals;
 pub mod supervisor;
-pub mod upstream;
+
+/// `crate::upstream::PhpFpmState`, the path it always had: it lives in
+/// `fcgi`, beside the backends it refers to.
+pub use fcgi::upstream;

@@ -5,8 +5,6 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::Stdio;
 
-use crate::exit::Rejected;
-
 /// How long `php-fpm -t` may take: it parses a few files, so anything
 /// longer is a hung binary, and a hung check must not hang tqsup.
 pub const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -50,6 +48,15 @@ pub async fn test(command: &[OsString], main_conf: &Path) -> Result<(), TestErro
         conf: main_conf.to_path_buf(),
         message: complaint(&text, out.status),
     }))
+}
+
+/// php-fpm's own verdict on a rendered config (`php-fpm -t` failed).
+#[derive(Debug, thiserror::Error)]
+#[error("php-fpm rejected the rendered config {}: {message}; fix: correct the tqsup config (see `tqsup render`)", conf.display())]
+pub struct Rejected {
+    pub conf: std::path::PathBuf,
+    /// php-fpm's ERROR/ALERT lines, without timestamps.
+    pub message: String,
 }
 
 #[derive(Debug, thiserror::Error)]

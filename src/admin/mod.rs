@@ -20,8 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Endpoint;
 use crate::fcgi::breaker::SharedBreaker;
+use crate::fcgi::io::Stream;
+use crate::fcgi::listen::Listener;
+use crate::fcgi::upstream::PhpFpmState;
 use crate::metrics;
-use crate::upstream::PhpFpmState;
 pub use ready::not_ready_reason;
 pub use status::{PoolStatus, ScrapeFn, Scraper, breaker_word, summary};
 
@@ -213,49 +215,22 @@ pub async fn run_admin(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    match &listen {
-        Endpoint::Tcp(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("admin.listen: cannot listen on {addr}"))?;
-            tracing::info!(listen = %l.local_addr()?, "admin endpoint listening");
-            accept_loop(
-                || async { l.accept().await.map(|(s, _)| s) },
-                view,
-                shutdown,
-            )
-            .await;
-        }
-        Endpoint::Unix(path) => {
-            let _ = std::fs::remove_file(path);
-            let l = tokio::net::UnixListener::bind(path)
-                .with_context(|| format!("admin.listen: cannot listen on {}", path.display()))?;
-            tracing::info!(listen = %path.display(), "admin endpoint listening");
-            accept_loop(
-                || async { l.accept().await.map(|(s, _)| s) },
-                view,
-                shutdown,
-            )
-            .await;
-            let _ = std::fs::remove_file(path);
-        }
-    }
-    Ok(())
-}
-
-/// Serves every connection `accept` gives until `shutdown`, whatever the
-/// socket kind.
-async fn accept_loop<S, F, A>(accept: A, view: Arc<AdminView>, shutdown: CancellationToken)
-where
-    A: Fn() -> F,
-    F: std::future::Future<Output = std::io::Result<S>>,
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+    let listener = Listener::bind(&listen, None).with_context(|| {
+        let shown = match &listen {
+            Endpoint::Tcp(addr) => addr.clone(),
+            Endpoint::Unix(path) => path.display().to_string(),
+        };
+        format!("admin.listen: cannot listen on {shown}")
+    })?;
+    tracing::info!(listen = %listener.local_addr(), "admin endpoint listening");
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = accept() => match r {
-                Ok(s) => {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(Stream::Tcp(s)) => {
+                    tokio::spawn(serve_conn(s, view.clone()));
+                }
+                Ok(Stream::Unix(s)) => {
                     tokio::spawn(serve_conn(s, view.clone()));
                 }
                 Err(err) => {

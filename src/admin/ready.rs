@@ -3,7 +3,7 @@
 //! ping) and the breaker's, never from metrics.
 
 use crate::fcgi::breaker::{Position, SharedBreaker};
-use crate::upstream::PhpFpmState;
+use crate::fcgi::upstream::PhpFpmState;
 
 /// Where the breaker is; closed when there is none (no forwarder).
 pub fn position(breaker: Option<&SharedBreaker>) -> Position {
@@ -49,7 +49,7 @@ mod tests {
     use super::*;
     use crate::config::Endpoint;
     use crate::fcgi::breaker::Breaker;
-    use crate::upstream::Backend;
+    use crate::fcgi::upstream::Backend;
 
     fn ready() -> PhpFpmState {
         let endpoint = Endpoint::Tcp("127.0.0.1:9".parse().unwrap());

@@ -11,8 +11,8 @@ use tokio::sync::Mutex;
 
 use crate::config::Endpoint;
 use crate::fcgi::breaker::{Position, SharedBreaker};
+use crate::fcgi::upstream::PhpFpmState;
 use crate::metrics::{self, Pool, StatusPage};
-use crate::upstream::PhpFpmState;
 
 /// Fetches php-fpm's `pm.status_path?json` body from an endpoint.
 pub type ScrapeFn = Arc<

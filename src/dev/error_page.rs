@@ -6,7 +6,7 @@
 
 use hyper::StatusCode;
 
-use crate::upstream::PhpFpmState;
+use crate::fcgi::upstream::PhpFpmState;
 
 /// Why PHP did not answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -23,6 +22,8 @@ use tracing::{debug, info, warn};
 use super::route::{self, Route};
 use super::{php, static_files};
 use crate::config::Endpoint;
+use crate::fcgi::io::Stream;
+use crate::fcgi::listen::Listener;
 
 /// Every response body: a file, PHP's output, or a short text.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
@@ -93,9 +94,10 @@ impl Front {
 
 /// Binds `listen` (host:port) exactly; with `next_free` (zero-config dev
 /// mode), a taken port makes it try the next ones, up to `last_port`.
-pub async fn bind(listen: &str, next_free: bool, last_port: u16) -> anyhow::Result<TcpListener> {
+pub fn bind(listen: &str, next_free: bool, last_port: u16) -> anyhow::Result<Listener> {
     use anyhow::Context as _;
-    let first = TcpListener::bind(listen).await;
+    let tcp = |addr: String| Listener::bind(&Endpoint::Tcp(addr), None);
+    let first = tcp(listen.to_string());
     let port_taken = |e: &std::io::Error| e.kind() == std::io::ErrorKind::AddrInUse;
     match first {
         Ok(l) => return Ok(l),
@@ -111,7 +113,7 @@ pub async fn bind(listen: &str, next_free: bool, last_port: u16) -> anyhow::Resu
         .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
         .with_context(|| format!("dev.http_listen {listen} is not host:port"))?;
     for p in port.saturating_add(1)..=last_port {
-        match TcpListener::bind((host, p)).await {
+        match tcp(format!("{host}:{p}")) {
             Ok(l) => return Ok(l),
             Err(e) if port_taken(&e) => continue,
             Err(e) => return Err(e).with_context(|| format!("binding {host}:{p}")),
@@ -123,22 +125,25 @@ pub async fn bind(listen: &str, next_free: bool, last_port: u16) -> anyhow::Resu
 }
 
 /// Serves until `shutdown`, then lets open connections finish (bounded).
-pub async fn serve(listener: TcpListener, front: Arc<Front>, shutdown: CancellationToken) {
-    if let Ok(addr) = listener.local_addr() {
-        info!(url = %format!("http://{addr}/"), root = %front.root.display(), "dev HTTP front listening");
-    }
+pub async fn serve(listener: Listener, front: Arc<Front>, shutdown: CancellationToken) {
+    let addr = listener.local_addr();
+    info!(url = %format!("http://{addr}/"), root = %front.root.display(), "dev HTTP front listening");
     let tracker = TaskTracker::new();
     loop {
-        let (stream, remote) = tokio::select! {
+        let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(Stream::Tcp(s)) => s,
+                Ok(Stream::Unix(_)) => unreachable!("dev.http_listen is host:port (validated)"),
                 Err(e) => {
                     warn!(error = %e, "dev http accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
+        };
+        let Ok(remote) = stream.peer_addr() else {
+            continue;
         };
         let local = stream.local_addr().unwrap_or(remote);
         let front = front.clone();

@@ -17,7 +17,6 @@ mod hooks;
 mod http;
 mod php;
 mod range;
-mod recent;
 mod route;
 mod static_files;
 mod watch;
@@ -33,8 +32,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, Endpoint, Hook};
 use crate::control::Control;
+pub use crate::logging::RecentLines;
 use filter::{HookSet, IgnoreSet};
-pub use recent::RecentLines;
 
 use batch::schedule;
 
@@ -72,7 +71,7 @@ const FIRST_PATHS: usize = 3;
 #[derive(Debug, Clone, Default)]
 pub struct Diagnostics {
     /// The supervisor's view: not running, restarting, ready.
-    pub state: Option<tokio::sync::watch::Receiver<crate::upstream::PhpFpmState>>,
+    pub state: Option<tokio::sync::watch::Receiver<crate::fcgi::upstream::PhpFpmState>>,
     /// The last php-fpm/PHP log lines (filled by a tracing layer).
     pub recent: Option<RecentLines>,
 }
@@ -200,18 +199,18 @@ pub async fn run_dev(
         .context("starting the file watcher")??
     };
     let listener = match &dev.http_listen {
-        Some(listen) => Some(
-            http::bind(
-                listen,
-                dev.http_listen_next_free,
-                crate::config::ZERO_CONFIG_HTTP_LAST_PORT,
-            )
-            .await?,
-        ),
+        Some(listen) => Some(http::bind(
+            listen,
+            dev.http_listen_next_free,
+            crate::config::ZERO_CONFIG_HTTP_LAST_PORT,
+        )?),
         None => None,
     };
     // The one line a developer looks for, on stdout, whatever the log does.
-    if let Some(addr) = listener.as_ref().and_then(|l| l.local_addr().ok()) {
+    if let Some(addr) = listener
+        .as_ref()
+        .map(crate::fcgi::listen::Listener::local_addr)
+    {
         println!("Serving http://{addr} \u{2014} Ctrl-C to stop");
     }
     if config.source.is_none() && config.forward.enabled {

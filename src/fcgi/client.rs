@@ -1,5 +1,5 @@
 //! tqsup's one FastCGI client, for its own requests to php-fpm: the dev
-//! HTTP front (streaming) and the ping and status page ([`crate::probe`],
+//! HTTP front (streaming) and the ping and status page ([`super::probe`],
 //! read whole). One request per connection (responder role, no
 //! keep-alive), parameters and stdin written as they come, stdout/stderr
 //! read record by record, all framed by `fcgi::codec`.

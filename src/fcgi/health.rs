@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::breaker::Breaker;
 use super::pool::UpstreamPool;
-use crate::upstream::PhpFpmState;
+use super::upstream::PhpFpmState;
 
 /// What one probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,12 +82,12 @@ pub async fn probe(pool: &UpstreamPool, ping: &str, timeout: Duration) -> ProbeO
         return ProbeOutcome::Saturated;
     };
     let endpoint = backend.status.as_ref().unwrap_or(&backend.endpoint);
-    match crate::probe::ping(endpoint, ping, timeout).await {
+    match super::probe::ping(endpoint, ping, timeout).await {
         Ok(()) => ProbeOutcome::Success,
         // A php-fpm that is not tqsup's has no status pool: its main
         // socket's children may all be held by the pool, so no answer in
         // time is only waiting.
-        Err(crate::probe::ProbeError::Timeout(_)) if backend.status.is_none() => {
+        Err(super::probe::ProbeError::Timeout(_)) if backend.status.is_none() => {
             ProbeOutcome::Saturated
         }
         Err(e) => {

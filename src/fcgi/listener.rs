@@ -2,23 +2,20 @@
 //! (TCP or unix socket), at most `max_connections` at once (see
 //! [`super::slots`]), and runs one [`connection::serve`] task per connection.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connection;
 use super::exchange::{Down, Limits};
-use super::io::Stream;
+use super::listen::{BoundSocket, Listener};
 use super::pool::UpstreamPool;
 use super::slots::ConnSlots;
-use crate::config::Endpoint;
-use crate::upstream::InternalPaths;
+use crate::render::InternalPaths;
 
 /// Request bodies queued per connection while their requests cannot take
 /// them yet (waiting for a php-fpm connection); past it the connection is
@@ -166,78 +163,22 @@ impl Drop for Charge {
     }
 }
 
-enum Bound {
-    Tcp(TcpListener),
-    /// The socket file is removed when the listener stops.
-    Unix(UnixListener, PathBuf),
-}
-
 /// The bound listening socket and everything connections need.
 pub struct ForwardListener {
-    bound: Bound,
+    listener: Listener,
     ctx: Arc<Ctx>,
     /// One per open downstream connection.
     slots: Arc<ConnSlots>,
-}
-
-/// The forward listener's socket, bound before anything else starts (so a
-/// taken address stops tqsup before php-fpm is launched), not yet tied to
-/// a runtime.
-#[derive(Debug)]
-pub enum BoundSocket {
-    Tcp(std::net::TcpListener),
-    /// The socket file is removed when the listener stops.
-    Unix(std::os::unix::net::UnixListener, PathBuf),
-}
-
-/// Binds `endpoint`; a unix socket gets `socket_mode` (a stale socket file
-/// is replaced). The error keeps the `io::Error` (AddrInUse) for the caller.
-pub fn bind_socket(endpoint: &Endpoint, socket_mode: u32) -> std::io::Result<BoundSocket> {
-    Ok(match endpoint {
-        Endpoint::Tcp(addr) => {
-            let l = std::net::TcpListener::bind(addr.as_str())?;
-            l.set_nonblocking(true)?;
-            BoundSocket::Tcp(l)
-        }
-        Endpoint::Unix(path) => {
-            use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-            // Zero-config dev mode's `.tqserver/` may not exist yet.
-            if let Some(parent) = path.parent()
-                && !parent.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(parent)?;
-            }
-            if let Ok(m) = std::fs::symlink_metadata(path)
-                && m.file_type().is_socket()
-                && std::os::unix::net::UnixStream::connect(path).is_err()
-            {
-                // Stale (nobody accepts on it): replace it.
-                let _ = std::fs::remove_file(path);
-            }
-            let l = std::os::unix::net::UnixListener::bind(path)?;
-            l.set_nonblocking(true)?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))?;
-            BoundSocket::Unix(l, path.clone())
-        }
-    })
 }
 
 impl ForwardListener {
     /// The listener on an already bound socket (inside the forwarder's
     /// runtime).
     pub fn from_bound(socket: BoundSocket, ctx: Ctx) -> anyhow::Result<Self> {
-        let bound = match socket {
-            BoundSocket::Tcp(l) => {
-                Bound::Tcp(TcpListener::from_std(l).context("registering the forward listener")?)
-            }
-            BoundSocket::Unix(l, path) => Bound::Unix(
-                UnixListener::from_std(l).context("registering the forward listener")?,
-                path,
-            ),
-        };
+        let listener = Listener::from_bound(socket).context("registering the forward listener")?;
         let slots = ConnSlots::new(ctx.max_connections as usize);
         Ok(ForwardListener {
-            bound,
+            listener,
             ctx: Arc::new(ctx),
             slots,
         })
@@ -245,10 +186,7 @@ impl ForwardListener {
 
     /// The bound address (`host:port` or the socket path), for logs and tests.
     pub fn local_addr(&self) -> String {
-        match &self.bound {
-            Bound::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            Bound::Unix(_, p) => p.display().to_string(),
-        }
+        self.listener.local_addr()
     }
 
     /// Accepts until `shutdown`, then stops accepting and waits for the
@@ -258,7 +196,7 @@ impl ForwardListener {
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                a = self.accept() => a,
+                a = self.listener.accept() => a,
             };
             let stream = match accepted {
                 Ok(s) => s,
@@ -284,24 +222,11 @@ impl ForwardListener {
                 drop((slot, open));
             });
         }
-        let Self { bound, ctx, .. } = self;
-        if let Bound::Unix(l, path) = bound {
-            drop(l);
-            let _ = std::fs::remove_file(path);
-        }
+        // Stop accepting (a unix socket's file goes with it).
+        let Self { listener, ctx, .. } = self;
+        drop(listener);
         ctx.tracker.close();
         ctx.tracker.wait().await;
         tracing::info!("forward listener drained");
-    }
-
-    async fn accept(&self) -> std::io::Result<Stream> {
-        match &self.bound {
-            Bound::Tcp(l) => {
-                let (s, _) = l.accept().await?;
-                s.set_nodelay(true)?;
-                Ok(Stream::Tcp(s))
-            }
-            Bound::Unix(l, _) => Ok(Stream::Unix(l.accept().await?.0)),
-        }
     }
 }

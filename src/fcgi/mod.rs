@@ -13,10 +13,13 @@ pub mod exchange;
 pub mod health;
 pub mod io;
 pub mod lanes;
+pub mod listen;
 pub mod listener;
 pub mod peer;
 pub mod pool;
+pub mod probe;
 pub mod slots;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,10 +29,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::upstream::{InternalPaths, PhpFpmState};
+use crate::render::InternalPaths;
 use exchange::Limits;
 use listener::{ClientLimits, Ctx, ForwardListener};
 use pool::{PoolSettings, UpstreamPool};
+use upstream::PhpFpmState;
 
 /// How long an idle pooled connection lives when the process manager can
 /// shrink the pool (`dynamic`, `ondemand`): a connection pins its child, so
@@ -109,7 +113,7 @@ pub async fn run_forwarder(
     paths: InternalPaths,
     lanes: Arc<lanes::Lanes>,
     breaker: breaker::SharedBreaker,
-    socket: listener::BoundSocket,
+    socket: listen::BoundSocket,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let threads = forward_threads(config.forward.threads);
@@ -146,7 +150,7 @@ async fn serve(
     paths: InternalPaths,
     lanes: Arc<lanes::Lanes>,
     breaker: breaker::SharedBreaker,
-    socket: listener::BoundSocket,
+    socket: listen::BoundSocket,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let php = &config.php_fpm;

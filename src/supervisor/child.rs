@@ -17,7 +17,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::task::JoinHandle;
 
-use super::holder;
+use super::group;
 use super::logs::{self, LogShared};
 use super::state::ExitKind;
 use crate::config::Endpoint;
@@ -245,7 +245,7 @@ pub fn classify(status: ExitStatus, recent: &[String], endpoint: &Endpoint) -> E
         || lower.contains("another fpm instance")
         || lower.contains("address already in use");
     if conflict {
-        let holder = match holder::find(endpoint) {
+        let holder = match crate::fcgi::listen::holder(endpoint) {
             Some((pid, name)) => format!("; held by pid {pid} ({name})"),
             None => String::new(),
         };
@@ -307,7 +307,7 @@ pub fn guard_main_if_requested() -> Option<u8> {
 /// our own guard, which dies with the group.
 async fn wait_group_gone(pgid: u32) {
     let deadline = tokio::time::Instant::now() + KILL_WAIT;
-    while holder::group_has_live_members(pgid) {
+    while group::group_has_live_members(pgid) {
         if tokio::time::Instant::now() >= deadline {
             tracing::warn!(pgid, "php-fpm's process group is still alive after SIGKILL");
             return;

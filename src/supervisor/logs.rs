@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
+use crate::logging::escape_controls;
+
 /// php-fpm's `log_limit` as rendered: a longer line arrives in pieces of
 /// `LOG_LIMIT - 1` bytes.
 pub const LOG_LIMIT: usize = 8192;
@@ -107,23 +109,6 @@ pub fn is_master_line(line: &str) -> bool {
         && ["DEBUG: ", "NOTICE: ", "WARNING: ", "ERROR: ", "ALERT: "]
             .iter()
             .any(|p| line[23..].starts_with(p))
-}
-
-/// `line` with control characters (but tab) escaped, so a worker's NUL or
-/// ESC never reaches the text log raw.
-pub fn escape_controls(line: &str) -> std::borrow::Cow<'_, str> {
-    if !line.chars().any(|c| c.is_control() && c != '\t') {
-        return std::borrow::Cow::Borrowed(line);
-    }
-    let mut out = String::with_capacity(line.len() + 8);
-    for c in line.chars() {
-        if c.is_control() && c != '\t' {
-            out.push_str(&format!("\\x{:02x}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 /// What the readers of one php-fpm process share with the supervisor.

@@ -13,8 +13,10 @@
 
 pub mod backoff;
 pub mod child;
-pub mod holder;
+pub mod group;
+mod liveness;
 pub mod logs;
+mod publish;
 pub mod recycle;
 pub mod reload;
 mod retire;
@@ -29,24 +31,25 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use sd_notify::NotifyState;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, Endpoint};
+use crate::config::Config;
 use crate::control::Control;
+use crate::fcgi::probe;
+use crate::fcgi::upstream::{Backend, PhpFpmState};
 use crate::metrics;
-use crate::probe;
-use crate::upstream::{Backend, InternalPaths, PhpFpmState};
+use crate::render::InternalPaths;
 use backoff::Backoff;
 use child::PhpFpm;
+use liveness::{liveness_interval, wait_ready};
+pub use publish::sd;
+use publish::{sd_reloading, sd_status};
 use reload::{Generation, ReloadDone};
 use state::{Action, Event, Phase, Policy, State};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// How often the readiness probe retries while php-fpm starts.
-const READY_POLL: Duration = Duration::from_millis(20);
 
 /// Everything the supervisor needs to start.
 pub struct Setup {
@@ -254,17 +257,6 @@ impl Supervisor {
         }
     }
 
-    /// Publishes `state`; a backend that stops being the current one is
-    /// retired (lends nothing more, its idle connections closed).
-    fn publish(&mut self, state: PhpFpmState) {
-        let old = self.published.send_replace(state);
-        if let PhpFpmState::Ready { backend } = old
-            && self.published.borrow().backend() != Some(&backend)
-        {
-            backend.retire();
-        }
-    }
-
     /// The running php-fpm's master exited. The forwarder hears it first (so
     /// no request goes to it and failures on it never count), then the exit
     /// is classified. When each instance has its own sockets, the children
@@ -400,74 +392,6 @@ impl Supervisor {
         Ok(())
     }
 
-    fn publish_ready(&mut self) {
-        self.generation += 1;
-        let g = &self.setup.generation;
-        let pool = &g.config.php_fpm.pool;
-        let pid = self.child.as_ref().map_or(0, PhpFpm::pid);
-        let children = pool
-            .recycles()
-            .then(|| crate::fcgi::backend::Children::new(pid, &pool.name));
-        let backend = Backend::with_children(
-            self.generation,
-            g.files.endpoint.clone(),
-            Some(g.files.status.clone()),
-            g.config.php_fpm.pool_size,
-            pool.max_requests,
-            children,
-        );
-        self.backend = Some(backend.clone());
-        self.seen_completed = 0;
-        let ready = PhpFpmState::Ready { backend };
-        self.set_answering(true);
-        let status = crate::admin::summary(&ready, None, self.breaker.as_ref());
-        tracing::info!(pid, generation = self.generation, endpoint = %g.files.endpoint, pool = %pool.name, "php-fpm is ready");
-        self.publish(ready);
-        if self.notified_ready {
-            sd(&[NotifyState::Status(&status)]);
-        } else {
-            self.notified_ready = true;
-            sd(&[NotifyState::Ready, NotifyState::Status(&status)]);
-        }
-    }
-
-    fn start_probe(&mut self) {
-        if !matches!(self.state.phase, Phase::Running { .. }) || self.probe.is_some() {
-            return;
-        }
-        let g = &self.setup.generation;
-        let (endpoint, path) = (g.files.status.clone(), self.setup.paths.ping.clone());
-        let timeout = g.config.forward.health.timeout;
-        self.probe = Some(Box::pin(async move {
-            probe::ping(&endpoint, &path, timeout).await
-        }));
-    }
-
-    /// A liveness result as the state machine's event. The probe goes to
-    /// php-fpm's status pool, which the forwarder never holds, so a busy
-    /// php-fpm answers it; responses completing since the last probe also
-    /// prove life (the state machine counts the failures).
-    fn probe_event(&mut self, result: Result<(), probe::ProbeError>) -> Event {
-        let completed = self.backend.as_ref().map_or(0, |b| b.completed());
-        let progressed = completed > self.seen_completed;
-        self.seen_completed = completed;
-        match result {
-            Ok(()) => Event::Probe {
-                alive: true,
-                error: String::new(),
-            },
-            Err(e) => {
-                if progressed {
-                    tracing::debug!(error = %e, "php-fpm ping failed, but responses keep completing");
-                }
-                Event::Probe {
-                    alive: progressed,
-                    error: e.to_string(),
-                }
-            }
-        }
-    }
-
     /// Waits (bounded) for the old instances being retired.
     async fn finish_retiring(&mut self) {
         self.retiring.close();
@@ -478,35 +402,6 @@ impl Supervisor {
         {
             tracing::warn!("old php-fpm instances did not stop in time");
         }
-    }
-}
-
-/// The liveness probe's period: the health interval, and at most half of
-/// systemd's watchdog interval.
-fn liveness_interval(config: &Config) -> Interval {
-    let mut every = config.forward.health.interval;
-    if let Some(wd) = sd_notify::watchdog_enabled() {
-        every = every.min(wd / 2);
-    }
-    let mut liveness = tokio::time::interval(every.max(Duration::from_millis(10)));
-    liveness.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    liveness
-}
-
-/// Pings until `pong` or until `within` has passed.
-pub(crate) async fn wait_ready(endpoint: Endpoint, path: String, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        match probe::ping(&endpoint, &path, left.min(Duration::from_secs(2))).await {
-            Ok(()) => return true,
-            Err(e) => tracing::trace!(error = %e, "php-fpm not ready yet"),
-        }
-        tokio::time::sleep(READY_POLL.min(deadline.saturating_duration_since(Instant::now())))
-            .await;
     }
 }
 
@@ -523,25 +418,5 @@ async fn wait_child(child: &mut Option<PhpFpm>) {
             c.wait().await;
         }
         None => std::future::pending().await,
-    }
-}
-
-/// STATUS= for systemd: the one-line summary `/status` shows too.
-fn sd_status(state: &PhpFpmState, breaker: Option<&crate::fcgi::breaker::SharedBreaker>) {
-    sd(&[NotifyState::Status(&crate::admin::summary(
-        state, None, breaker,
-    ))]);
-}
-
-/// sd_notify, ignoring errors (no systemd is fine).
-pub fn sd(states: &[NotifyState]) {
-    let _ = sd_notify::notify(states);
-}
-
-/// RELOADING=1 with the monotonic timestamp systemd ≥ 253 requires.
-fn sd_reloading() {
-    match NotifyState::monotonic_usec_now() {
-        Ok(now) => sd(&[NotifyState::Reloading, now]),
-        Err(_) => sd(&[NotifyState::Reloading]),
     }
 }

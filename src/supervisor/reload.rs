@@ -22,8 +22,8 @@ use crate::config::Endpoint;
 use crate::config::{self, Config, ConfigError};
 use crate::metrics;
 
-use crate::upstream::InternalPaths;
-use crate::upstream::PhpFpmState;
+use crate::fcgi::upstream::PhpFpmState;
+use crate::render::InternalPaths;
 
 pub use crate::generation::Generation;
 

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::child::PhpFpm;
 use crate::config::Endpoint;
+use crate::fcgi::upstream::Backend;
 use crate::render::RenderedFiles;
-use crate::upstream::Backend;
 
 /// Retires a php-fpm that a reload replaced.
 pub async fn replaced(

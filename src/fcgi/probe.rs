@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use super::cgi_head;
+use super::client::{self, Output};
 use crate::config::Endpoint;
-
-use crate::fcgi::cgi_head;
-use crate::fcgi::client::{self, Output};
 
 /// A response bigger than this is refused (status pages are a few KB).
 const MAX_RESPONSE: usize = 4 << 20;
