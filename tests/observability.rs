@@ -4,203 +4,112 @@
 //! php-fpm's own status page is read straight from its socket to compare.
 
 mod common;
-#[path = "common/fcgi.rs"]
-mod fcgi;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::{Guard, Project, eventually, free_port, master_of, tqsup};
+use common::{
+    Project, Tqsup, TqsupProject, Value, eventually, fcgi, free_addr, json, secs, unique_name,
+};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
+/// tqsup supervising php-fpm, forwarding on a TCP port, admin on another,
+/// logging JSON; `patch` (e.g. `forward.health`) merged in.
+fn start(patch: Value) -> (TqsupProject, Tqsup) {
+    start_in(Project::new(), patch, None)
 }
 
-/// tqsup supervising php-fpm, forwarding on a TCP port, admin on another.
-struct Stack {
-    project: Project,
-    forward: String,
-    admin: String,
-    tqsup: Guard,
+/// As [`start`], in `project`, with systemd's `NOTIFY_SOCKET`; waits until
+/// `/readyz` says ready.
+fn start_in(project: Project, patch: Value, notify_socket: Option<&Path>) -> (TqsupProject, Tqsup) {
+    let mut p = TqsupProject::in_project(project);
+    p.write(
+        "public/index.php",
+        "<?php echo 'hello ', $_GET['n'] ?? '', \"\\n\";\n",
+    );
+    p.write(
+        "public/missing.php",
+        "<?php http_response_code(404); echo \"nope\\n\";\n",
+    );
+    p.merge(json!({
+        "php_fpm": {
+            "document_root": "public",
+            "listen": p.join("fpm.sock"),
+            "pool": { "name": unique_name("obs"), "type": "static", "max_children": 3 },
+        },
+        "forward": { "listen": free_addr() },
+        "admin": { "listen": free_addr() },
+        "supervisor": { "stop_timeout_ms": 3000, "ready_timeout_ms": 5000 },
+        "log": { "format": "json", "level": "info" },
+    }))
+    .merge(patch);
+    let args = p.run_args(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = p.command(&args);
+    if let Some(n) = notify_socket {
+        cmd.env("NOTIFY_SOCKET", n);
+    }
+    let t = p.spawn_command(cmd);
+    let ready = eventually(secs(20), || {
+        let r = t.admin_get("/readyz")?;
+        (r.status == 200).then_some(())
+    });
+    assert!(ready.is_some(), "never ready");
+    (p, t)
 }
 
-impl Stack {
-    /// `health` is the `forward.health` flow mapping's body.
-    fn start(health: &str, supervisor: &str) -> Stack {
-        Stack::start_in(Project::new(), health, supervisor, None)
-    }
-
-    /// As [`Stack::start`], in `project`, with systemd's `NOTIFY_SOCKET`.
-    fn start_in(
-        project: Project,
-        health: &str,
-        supervisor: &str,
-        notify_socket: Option<&Path>,
-    ) -> Stack {
-        project.write(
-            "public/index.php",
-            "<?php echo 'hello ', $_GET['n'] ?? '', \"\\n\";\n",
-        );
-        project.write(
-            "public/missing.php",
-            "<?php http_response_code(404); echo \"nope\\n\";\n",
-        );
-        std::fs::create_dir(project.join("run")).unwrap();
-        let pool = format!("obs{:08x}", rand_u32());
-        let (forward, admin) = (
-            format!("127.0.0.1:{}", free_port()),
-            format!("127.0.0.1:{}", free_port()),
-        );
-        let yaml = format!(
-            "php_fpm:\n  document_root: public\n  listen: {sock}\n  pool: {{ name: {pool}, type: static, max_children: 3 }}\n\
-             forward:\n  listen: \"{forward}\"\n  health: {{ {health} }}\n\
-             admin:\n  listen: \"{admin}\"\n\
-             supervisor: {{ stop_timeout_ms: 3000, ready_timeout_ms: 5000{supervisor} }}\n\
-             log: {{ format: json, level: info }}\n",
-            sock = project.join("fpm.sock").display(),
-        );
-        project.write("tqsup.yaml", &yaml);
-        let mut cmd = tqsup();
-        cmd.args(["run", "-c"])
-            .arg(project.join("tqsup.yaml"))
-            .env("RUNTIME_DIRECTORY", project.join("run"))
-            .current_dir(project.path());
-        if let Some(p) = notify_socket {
-            cmd.env("NOTIFY_SOCKET", p);
-        }
-        let tqsup = Guard::spawn(&mut cmd, project.join("tqsup.log"));
-        let s = Stack {
-            project,
-            forward,
-            admin,
-            tqsup,
-        };
-        let ready = eventually(secs(20), || {
-            let r = s.try_http("/readyz")?;
-            (r.0 == 200).then_some(())
-        });
-        assert!(ready.is_some(), "never ready; log:\n{}", s.tqsup.log_text());
-        s
-    }
-
-    fn try_http(&self, path: &str) -> Option<(u16, String, String)> {
-        http_get(&self.admin, path)
-    }
-
-    /// GET on the admin endpoint: (status, content-type, body).
-    fn http(&self, path: &str) -> (u16, String, String) {
-        self.try_http(path)
-            .unwrap_or_else(|| panic!("GET {path} failed; log:\n{}", self.tqsup.log_text()))
-    }
-
-    fn metrics(&self) -> Metrics {
-        let (status, _, body) = self.http("/metrics");
-        assert_eq!(status, 200);
-        parse_metrics(&body).unwrap_or_else(|e| panic!("{e}\n---\n{body}"))
-    }
-
-    /// One request through the forwarder on its own connection: the status.
-    fn request(&self, script: &str, query: &str) -> u16 {
-        let mut c = fcgi::Conn::connect(&self.forward);
-        let p = fcgi::params(&self.project.join("public"), script, query, "GET", &[]);
-        c.send(&fcgi::request(1, false, &p, b""));
-        c.response(1).status()
-    }
-
-    /// A setting of the rendered pool file (`pm.status_path`, …).
-    fn pool_setting(&self, key: &str) -> String {
-        let file = find_file(&self.project.join("run"), &|text| text.contains(key))
-            .expect("a rendered pool file under the runtime dir");
-        let text = std::fs::read_to_string(file).unwrap();
-        let line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with(key))
-            .unwrap();
-        let v = line.split_once('=').unwrap().1.trim();
-        v.trim_matches(|c| c == '"' || c == '\'').to_string()
-    }
-
-    /// The rendered pool file's `pm.status_path`.
-    fn status_path(&self) -> String {
-        self.pool_setting("pm.status_path")
-    }
-
-    /// php-fpm's `pm.status_path?json`, straight from its status pool's
-    /// socket (`pm.status_listen`), as tqsup reads it: the status pool's
-    /// own child is not one of the pool's, so idle/active are the pool's.
-    fn php_fpm_status(&self) -> serde_json::Value {
-        let path = self.status_path();
-        let sock = self.pool_setting("pm.status_listen");
-        let mut c = fcgi::Conn::connect(&sock);
-        let mut p = Vec::new();
-        for (n, v) in [
-            ("SCRIPT_NAME", path.as_str()),
-            ("SCRIPT_FILENAME", path.as_str()),
-            ("REQUEST_URI", path.as_str()),
-            ("REQUEST_METHOD", "GET"),
-            ("QUERY_STRING", "json"),
-            ("GATEWAY_INTERFACE", "CGI/1.1"),
-            ("SERVER_PROTOCOL", "HTTP/1.1"),
-        ] {
-            p.extend(fcgi::pair(n, v.as_bytes()));
-        }
-        c.send(&fcgi::request(1, false, &p, b""));
-        let body = c.response(1).body();
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
-    }
-
-    fn php_fpm_master(&self) -> i32 {
-        eventually(secs(10), || master_of(self.tqsup.pid())).expect("php-fpm's master")
-    }
+/// GET on the admin endpoint: (status, content-type, body); None when it
+/// did not answer.
+fn try_http(t: &Tqsup, path: &str) -> Option<(u16, String, String)> {
+    t.admin_get(path)
+        .map(|r| (r.status, r.content_type(), r.text()))
 }
 
-fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    t.subsec_nanos() ^ std::process::id().rotate_left(16)
+fn http(t: &Tqsup, path: &str) -> (u16, String, String) {
+    try_http(t, path).unwrap_or_else(|| panic!("GET {path} failed"))
 }
 
-fn find_file(dir: &Path, want: &dyn Fn(&str) -> bool) -> Option<PathBuf> {
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            if let Some(f) = find_file(&p, want) {
-                return Some(f);
-            }
-        } else if std::fs::read_to_string(&p).is_ok_and(|t| want(&t)) {
-            return Some(p);
-        }
+fn metrics(t: &Tqsup) -> Metrics {
+    let (status, _, body) = http(t, "/metrics");
+    assert_eq!(status, 200);
+    parse_metrics(&body).unwrap_or_else(|e| panic!("{e}\n---\n{body}"))
+}
+
+/// One request through the forwarder on its own connection: the status.
+fn request(t: &Tqsup, script: &str, query: &str) -> u16 {
+    let mut c = t.conn();
+    let p = fcgi::params(&t.docroot(), script, query, "GET", &[]);
+    c.send(&fcgi::request(1, false, &p, b""));
+    c.response(1).status()
+}
+
+/// php-fpm's `pm.status_path?json`, straight from its status pool's socket
+/// (`pm.status_listen`), as tqsup reads it: the status pool's own child is
+/// not one of the pool's, so idle/active are the pool's.
+fn php_fpm_status(p: &TqsupProject) -> serde_json::Value {
+    let path = p.rendered_setting("pm.status_path");
+    let mut c = fcgi::Conn::connect(&p.rendered_setting("pm.status_listen"));
+    let mut params = Vec::new();
+    for (n, v) in [
+        ("SCRIPT_NAME", path.as_str()),
+        ("SCRIPT_FILENAME", path.as_str()),
+        ("REQUEST_URI", path.as_str()),
+        ("REQUEST_METHOD", "GET"),
+        ("QUERY_STRING", "json"),
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+    ] {
+        params.extend(fcgi::pair(n, v.as_bytes()));
     }
-    None
+    c.send(&fcgi::request(1, false, &params, b""));
+    let body = c.response(1).body();
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-/// A minimal HTTP/1.1 GET (`Connection: close`): status, content-type, body.
-fn http_get(addr: &str, path: &str) -> Option<(u16, String, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: tqsup\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let mut lines = head.lines();
-    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let content_type = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_default();
-    Some((status, content_type, body.to_string()))
+fn php_fpm_master(t: &Tqsup) -> i32 {
+    eventually(secs(10), || t.master()).expect("php-fpm's master")
 }
 
 /// Parsed exposition: families (name → type, help, unit) and samples
@@ -464,17 +373,16 @@ const LATENCY_COUNT: &str = "tqsup_forward_request_duration_seconds_count";
 
 #[test]
 fn metrics_count_requests_and_mirror_php_fpm_and_logs_are_json() {
-    let mut s = Stack::start(
-        "interval_ms: 5000, timeout_ms: 1000, failure_threshold: 3",
-        "",
-    );
+    let (p, mut t) = start(json!({
+        "forward": { "health": { "interval_ms": 5000, "timeout_ms": 1000, "failure_threshold": 3 } },
+    }));
     // The exposition: content type, strict parse, naming conventions.
-    let (_, content_type, _) = s.http("/metrics");
+    let (_, content_type, _) = http(&t, "/metrics");
     assert!(
         content_type.starts_with("application/openmetrics-text"),
         "{content_type}"
     );
-    let before = s.metrics();
+    let before = metrics(&t);
     check_conventions(&before);
 
     // N requests through the forwarder: 2xx, PHP's own 404, and one for
@@ -482,16 +390,18 @@ fn metrics_count_requests_and_mirror_php_fpm_and_logs_are_json() {
     let n = 12;
     let mut statuses = Vec::new();
     for i in 0..n - 2 {
-        statuses.push(s.request("/index.php", &format!("n={i}")));
+        statuses.push(request(&t, "/index.php", &format!("n={i}")));
     }
-    statuses.push(s.request("/missing.php", ""));
-    let ping = s.status_path().replace("/status", "/ping");
-    statuses.push(s.request(&ping, ""));
+    statuses.push(request(&t, "/missing.php", ""));
+    let ping = p
+        .rendered_setting("pm.status_path")
+        .replace("/status", "/ping");
+    statuses.push(request(&t, &ping, ""));
     assert_eq!(statuses.iter().filter(|&&x| x == 200).count(), n - 2);
     assert_eq!(statuses[n - 2..], [404, 404]);
     // A request is counted right after its response is written: poll.
     let after = eventually(secs(5), || {
-        let m = s.metrics();
+        let m = metrics(&t);
         (m.sum(REQUESTS) - before.sum(REQUESTS) >= n as f64).then_some(m)
     })
     .expect("the request counter never caught up");
@@ -524,8 +434,8 @@ fn metrics_count_requests_and_mirror_php_fpm_and_logs_are_json() {
     // it.
     let matched = eventually(secs(10), || {
         std::thread::sleep(Duration::from_millis(1100));
-        let m = s.metrics();
-        let st = s.php_fpm_status();
+        let m = metrics(&t);
+        let st = php_fpm_status(&p);
         let direct = |k: &str| st[k].as_f64().unwrap();
         assert_eq!(m.get("tqsup_phpfpm_total_processes"), 3.0);
         assert_eq!(direct("total processes"), 3.0, "{st}");
@@ -552,7 +462,7 @@ fn metrics_count_requests_and_mirror_php_fpm_and_logs_are_json() {
     assert!(matched.is_some(), "idle/active never matched php-fpm's");
 
     // /status: JSON whose summary is summary()'s one line.
-    let (code, content_type, body) = s.http("/status");
+    let (code, content_type, body) = http(&t, "/status");
     assert_eq!((code, content_type.as_str()), (200, "application/json"));
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     let summary = status["summary"].as_str().unwrap();
@@ -560,15 +470,14 @@ fn metrics_count_requests_and_mirror_php_fpm_and_logs_are_json() {
     assert!(summary.contains("3 children"), "{summary}");
     assert_eq!(status["ready"], true);
     assert_eq!(status["php_fpm"]["pool"]["total processes"], 3);
-    let (code, _, body) = s.http("/healthz");
+    let (code, _, body) = http(&t, "/healthz");
     assert_eq!((code, body.as_str()), (200, "ok\n"));
-    assert_eq!(s.http("/nope").0, 404);
+    assert_eq!(http(&t, "/nope").0, 404);
 
     // log.format json: every line of tqsup's stderr is a JSON object, and
     // php-fpm's own lines are there with their level.
-    s.tqsup.signal(Signal::SIGTERM);
-    assert_eq!(s.tqsup.wait(secs(15)).code(), Some(0));
-    let log = s.tqsup.log_text();
+    assert_eq!(t.stop(secs(15)).code(), Some(0));
+    let log = t.log_text();
     let mut php_fpm_ready = false;
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line)
@@ -633,10 +542,11 @@ fn sd_notify_status_is_the_summary_of_status() {
     let path = project.join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
     sock.set_read_timeout(Some(secs(10))).unwrap();
-    let s = Stack::start_in(
+    let (_p, t) = start_in(
         project,
-        "interval_ms: 100, timeout_ms: 1000, failure_threshold: 3",
-        "",
+        json!({
+            "forward": { "health": { "interval_ms": 100, "timeout_ms": 1000, "failure_threshold": 3 } },
+        }),
         Some(&path),
     );
     let mut buf = vec![0u8; 4096];
@@ -646,7 +556,7 @@ fn sd_notify_status_is_the_summary_of_status() {
     while statuses.len() < 3 {
         let n = sock
             .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("no sd_notify message ({e}); log:\n{}", s.tqsup.log_text()));
+            .unwrap_or_else(|e| panic!("no sd_notify message ({e})"));
         let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
         ready_seen |= msg.lines().any(|l| l == "READY=1");
         statuses.extend(
@@ -660,7 +570,7 @@ fn sd_notify_status_is_the_summary_of_status() {
         check_summary(st);
         assert!(st.starts_with("php-fpm ready (generation 1); "), "{st}");
     }
-    let (_, _, body) = s.http("/status");
+    let (_, _, body) = http(&t, "/status");
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     let summary = status["summary"].as_str().unwrap();
     check_summary(summary);
@@ -677,26 +587,26 @@ fn readyz_is_503_while_php_fpm_is_stopped_and_200_after_sigcont() {
     // Pings every 100 ms; a high failure threshold keeps the liveness probe
     // from replacing the stopped php-fpm (and the breaker closed) while the
     // test looks: not answering one ping is enough to be not ready.
-    let s = Stack::start(
-        "interval_ms: 100, timeout_ms: 300, failure_threshold: 40, open_ms: 300",
-        "",
-    );
+    let (_p, t) = start(json!({
+        "forward": {
+            "health": { "interval_ms": 100, "timeout_ms": 300, "failure_threshold": 40, "open_ms": 300 },
+        },
+    }));
     let ok = (
         200,
         "text/plain; charset=utf-8".to_string(),
         "ready\n".to_string(),
     );
-    assert_eq!(s.http("/readyz"), ok);
-    let group = Pid::from_raw(s.php_fpm_master());
+    assert_eq!(http(&t, "/readyz"), ok);
+    let group = Pid::from_raw(php_fpm_master(&t));
     killpg(group, Signal::SIGSTOP).unwrap();
     let not_ready = eventually(secs(5), || {
-        let (code, _, body) = s.try_http("/readyz")?;
+        let (code, _, body) = try_http(&t, "/readyz")?;
         (code == 503).then_some(body)
     });
-    let status = s.try_http("/status");
+    let status = try_http(&t, "/status");
     let _ = killpg(group, Signal::SIGCONT);
-    let body = not_ready
-        .unwrap_or_else(|| panic!("/readyz never turned 503; log:\n{}", s.tqsup.log_text()));
+    let body = not_ready.unwrap_or_else(|| panic!("/readyz never turned 503"));
     assert_eq!(body, "not ready: php-fpm did not answer its last ping\n");
     let (_, _, status) = status.expect("/status while stopped");
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -706,17 +616,13 @@ fn readyz_is_503_while_php_fpm_is_stopped_and_200_after_sigcont() {
         "{status}"
     );
     let ready = eventually(secs(10), || {
-        let r = s.try_http("/readyz")?;
+        let r = try_http(&t, "/readyz")?;
         (r == ok).then_some(())
     });
-    assert!(
-        ready.is_some(),
-        "/readyz did not come back; log:\n{}",
-        s.tqsup.log_text()
-    );
+    assert!(ready.is_some(), "/readyz did not come back");
     // It was the same php-fpm that came back, not a replacement.
-    assert_eq!(s.php_fpm_master(), group.as_raw());
-    let m = s.metrics();
+    assert_eq!(php_fpm_master(&t), group.as_raw());
+    let m = metrics(&t);
     assert_eq!(m.sum("tqsup_php_fpm_restarts_total"), 0.0);
     assert_eq!(m.get("tqsup_php_fpm_up"), 1.0);
     assert_eq!(m.get("tqsup_forward_breaker_state"), 0.0);
@@ -727,30 +633,27 @@ fn readyz_is_503_while_the_breaker_is_open_or_php_fpm_restarts() {
     // Probe threshold 2: the forwarder's breaker opens and the supervisor's
     // liveness probe replaces the hung php-fpm, whichever comes first; tqsup
     // is not ready meanwhile and ready again with the new php-fpm.
-    let s = Stack::start(
-        "interval_ms: 100, timeout_ms: 300, failure_threshold: 2, open_ms: 300",
-        ", backoff_initial_ms: 500",
-    );
-    let master = s.php_fpm_master();
+    let (_p, t) = start(json!({
+        "forward": {
+            "health": { "interval_ms": 100, "timeout_ms": 300, "failure_threshold": 2, "open_ms": 300 },
+        },
+        "supervisor": { "backoff_initial_ms": 500 },
+    }));
+    let master = php_fpm_master(&t);
     killpg(Pid::from_raw(master), Signal::SIGSTOP).unwrap();
     let not_ready = eventually(secs(10), || {
-        let (code, _, body) = s.try_http("/readyz")?;
+        let (code, _, body) = try_http(&t, "/readyz")?;
         (code == 503).then_some(body)
     });
-    let body = not_ready
-        .unwrap_or_else(|| panic!("/readyz never turned 503; log:\n{}", s.tqsup.log_text()));
+    let body = not_ready.unwrap_or_else(|| panic!("/readyz never turned 503"));
     assert!(body.starts_with("not ready: "), "{body}");
     let ready = eventually(secs(20), || {
-        let (code, _, _) = s.try_http("/readyz")?;
+        let (code, _, _) = try_http(&t, "/readyz")?;
         (code == 200).then_some(())
     });
-    assert!(
-        ready.is_some(),
-        "/readyz did not come back; log:\n{}",
-        s.tqsup.log_text()
-    );
-    assert_ne!(s.php_fpm_master(), master, "the hung php-fpm was replaced");
-    let m = s.metrics();
+    assert!(ready.is_some(), "/readyz did not come back");
+    assert_ne!(php_fpm_master(&t), master, "the hung php-fpm was replaced");
+    let m = metrics(&t);
     assert_eq!(
         m.get("tqsup_php_fpm_restarts_total{reason=\"liveness\"}"),
         1.0,
