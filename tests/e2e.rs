@@ -130,9 +130,7 @@ fn run_dev_serves_http_runs_hooks_and_reloads_on_config_edits() {
             }],
         },
     }));
-    let args = p.run_args(&["--dev"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let t = p.spawn_command(p.command(&args));
+    let t = p.spawn_with(&["--dev"]);
     t.expect_log("php-fpm is ready", secs(15));
     // The php-fpm command is printed at start, as print-cmd prints it.
     let command = format!(

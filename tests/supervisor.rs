@@ -77,9 +77,7 @@ fn ready(s: &TqsupProject, t: Tqsup) -> Tqsup {
 
 /// `tqsup run` in `s` from a copy of the binary at `exe`.
 fn spawn_copy(s: &TqsupProject, exe: &Path) -> Tqsup {
-    let args = s.run_args(&[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    s.spawn_command(s.command_of(exe, &args))
+    s.spawn_command(s.command_of(exe, &s.run_args(&[])))
 }
 
 fn dir_is_empty(p: &Path) -> bool {
@@ -303,9 +301,7 @@ fn a_hostile_shared_temp_dir_is_not_trusted() {
     std::fs::create_dir(&fifo).unwrap();
     nix::unistd::mkfifo(&fifo.join("tqsup.pid"), nix::sys::stat::Mode::S_IRWXU).unwrap();
     let in_shared_tmp = |s: &TqsupProject, exe: &Path| {
-        let args = s.run_args(&[]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut cmd = s.command_of(exe, &args);
+        let mut cmd = s.command_of(exe, &s.run_args(&[]));
         cmd.env_remove("RUNTIME_DIRECTORY")
             .env_remove("XDG_RUNTIME_DIR")
             .env("TMPDIR", base.path());

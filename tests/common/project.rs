@@ -3,6 +3,7 @@
 //! that is serialized with serde_yaml, never formatted by hand. Tests that
 //! feed tqsup malformed or legacy text write that text themselves.
 
+use std::ffi::OsStr;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -161,7 +162,7 @@ impl TqsupProject {
     }
 
     /// `program args…` (a tqsup binary) in the project, with its runtime dir.
-    pub fn command_of(&self, program: &Path, args: &[&str]) -> Command {
+    pub fn command_of<S: AsRef<OsStr>>(&self, program: &Path, args: &[S]) -> Command {
         let mut c = tqsup_at(program);
         c.args(args)
             .env("RUNTIME_DIRECTORY", self.run_dir())
@@ -170,7 +171,7 @@ impl TqsupProject {
     }
 
     /// `tqsup args…` in the project.
-    pub fn command(&self, args: &[&str]) -> Command {
+    pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
         self.command_of(Path::new(env!("CARGO_BIN_EXE_tqsup")), args)
     }
 
@@ -192,9 +193,12 @@ impl TqsupProject {
     /// Writes the config and starts `tqsup run -c tqsup.yaml` (not waiting
     /// for anything).
     pub fn spawn(&self) -> Tqsup {
-        let args = self.run_args(&[]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.spawn_command(self.command(&args))
+        self.spawn_with(&[])
+    }
+
+    /// [`Self::spawn`] with `extra` arguments of `run` (`--dev`).
+    pub fn spawn_with(&self, extra: &[&str]) -> Tqsup {
+        self.spawn_command(self.command(&self.run_args(extra)))
     }
 
     /// Writes the config and starts `cmd` (from [`Self::command_of`]).
