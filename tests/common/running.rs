@@ -50,7 +50,8 @@ impl Tqsup {
         self.guard.alive()
     }
 
-    /// Waits for it to exit (a failure to prints its log).
+    /// Waits for it to exit; past `timeout` the test fails (and its log is
+    /// printed).
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         self.guard.wait(timeout)
     }
