@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
 use common::*;
@@ -17,17 +16,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn tq(args: &[&str], cwd: &Path) -> Output {
+/// `tqsup args…` in `cwd` (the repository, for the shipped configs).
+fn tq(args: &[&str], cwd: &Path) -> Ran {
     run_with_timeout(tqsup().args(args).current_dir(cwd), T)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status: {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn config_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -54,12 +45,8 @@ fn every_shipped_config_loads_and_passes_php_fpm_t() {
     assert!(files.len() >= 4, "{files:?}");
     for f in files {
         let o = tq(&["check", "-c", f.to_str().unwrap()], &repo());
-        assert_eq!(o.status.code(), Some(0), "{}: {}", f.display(), text(&o));
-        assert!(
-            String::from_utf8_lossy(&o.stdout).contains("config ok"),
-            "{}",
-            text(&o)
-        );
+        assert_exit!(o, 0, "{}", f.display());
+        assert!(o.out().contains("config ok"), "{}", o.text());
     }
 }
 
@@ -78,7 +65,7 @@ fn yaml_and_toml_examples_render_byte_identical_files() {
             ],
             &repo(),
         );
-        assert!(o.status.success(), "{}", text(&o));
+        assert_ok!(o);
         let main = std::fs::read(dir.join("php-fpm.conf")).unwrap();
         let pool = std::fs::read(dir.join("pool.d/www.conf")).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -96,34 +83,53 @@ fn yaml_and_toml_examples_render_byte_identical_files() {
     let a = tq(&["render", "-c", "config/tqsup.example.yaml"], &repo());
     let b = tq(&["render", "-c", "config/tqsup.example.toml"], &repo());
     assert!(
-        a.status.success() && a.stdout == b.stdout,
+        a.success() && a.stdout == b.stdout,
         "{}\n{}",
-        text(&a),
-        text(&b)
+        a.text(),
+        b.text()
     );
 }
 
-fn project_with(config: &str) -> Project {
-    let p = Project::new();
-    p.write("tqsup.yaml", config);
+/// A project whose tqsup.yaml is `config`.
+fn project_with(config: Value) -> TqsupProject {
+    let p = TqsupProject::new().with(config);
+    p.write_config();
+    p
+}
+
+/// A project whose tqsup.yaml is `text`, as it is.
+fn project_with_text(text: &str) -> TqsupProject {
+    let p = TqsupProject::new();
+    p.write("tqsup.yaml", text);
     p
 }
 
 #[test]
 fn each_process_manager_passes_php_fpm_t_with_default_and_explicit_user() {
     let pools = [
-        "type: static\n    max_children: 3",
-        "type: dynamic\n    max_children: 6\n    start_servers: 2\n    min_spare_servers: 1\n    max_spare_servers: 4",
-        "type: ondemand\n    max_children: 4\n    process_idle_timeout_ms: 2500",
+        json!({ "type": "static", "max_children": 3 }),
+        json!({
+            "type": "dynamic",
+            "max_children": 6,
+            "start_servers": 2,
+            "min_spare_servers": 1,
+            "max_spare_servers": 4,
+        }),
+        json!({ "type": "ondemand", "max_children": 4, "process_idle_timeout_ms": 2500 }),
     ];
     for pool in pools {
-        for user in ["", "  user: www-data\n  group: www-data\n"] {
-            let p = project_with(&format!("php_fpm:\n{user}  pool:\n    {pool}\n"));
-            let o = tq(&["check"], p.path());
-            assert_eq!(o.status.code(), Some(0), "{pool} {user}: {}", text(&o));
-            let r = tq(&["render"], p.path());
-            let rendered = String::from_utf8_lossy(&r.stdout).to_string();
-            let kind = pool.split_whitespace().nth(1).unwrap();
+        for user in [
+            json!({}),
+            json!({ "user": "www-data", "group": "www-data" }),
+        ] {
+            let mut php_fpm = user.clone();
+            merge(&mut php_fpm, json!({ "pool": pool }));
+            let p = project_with(json!({ "php_fpm": php_fpm }));
+            let o = p.run(&["check"]);
+            assert_exit!(o, 0, "{pool} {user}");
+            let r = p.run(&["render"]);
+            let rendered = r.out();
+            let kind = pool["type"].as_str().unwrap();
             assert!(rendered.contains(&format!("pm = {kind}\n")), "{rendered}");
             if nix::unistd::Uid::effective().is_root() {
                 // As root a pool needs a user: defaulted or explicit.
@@ -136,8 +142,8 @@ fn each_process_manager_passes_php_fpm_t_with_default_and_explicit_user() {
 #[test]
 fn legacy_worker_yaml_renders_the_tqserver_pool() {
     let o = tq(&["render", "-c", "config/worker.yaml"], &repo());
-    assert!(o.status.success(), "{}", text(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
+    assert_ok!(o);
+    let out = o.out();
     for line in [
         "pm = dynamic\n",
         "pm.max_children = 10\n",
@@ -214,10 +220,10 @@ fn bad_configs_exit_78_naming_the_key() {
         ),
     ];
     for (name, config, code, needles) in table {
-        let p = project_with(config);
-        let o = tq(&["check"], p.path());
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(*code), "{name}: {}", text(&o));
+        let p = project_with_text(config);
+        let o = p.run(&["check"]);
+        let err = o.err();
+        assert_exit!(o, *code, "{name}");
         for n in *needles {
             assert!(err.contains(n), "{name}: {n:?} not in {err}");
         }
@@ -235,32 +241,24 @@ fn bad_configs_exit_78_naming_the_key() {
 
 #[test]
 fn usage_errors_and_missing_files() {
-    let p = Project::new();
-    let o = tq(&["check", "--no-such-flag"], p.path());
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let o = tq(&["check"], p.path());
-    assert_eq!(o.status.code(), Some(78), "no config at all: {}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("no config file found"),
-        "{}",
-        text(&o)
-    );
-    let o = tq(&["check", "-c", "missing.yaml"], p.path());
-    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
-    let o = tq(&["--version"], p.path());
-    assert!(
-        o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("tqsup "),
-        "{}",
-        text(&o)
-    );
+    let p = TqsupProject::new();
+    let o = p.run(&["check", "--no-such-flag"]);
+    assert_exit!(o, 2);
+    let o = p.run(&["check"]);
+    assert_exit!(o, 78, "no config at all");
+    assert!(o.err().contains("no config file found"), "{}", o.text());
+    let o = p.run(&["check", "-c", "missing.yaml"]);
+    assert_exit!(o, 78);
+    let o = p.run(&["--version"]);
+    assert!(o.success() && o.out().starts_with("tqsup "), "{}", o.text());
 }
 
 #[test]
 fn check_shows_php_fpm_complaint_for_unknown_user() {
-    let p = project_with("php_fpm:\n  user: tqsup-no-such-user\n");
-    let o = tq(&["check"], p.path());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    let p = project_with(json!({ "php_fpm": { "user": "tqsup-no-such-user" } }));
+    let o = p.run(&["check"]);
+    let err = o.err();
+    assert_exit!(o, 78);
     assert!(
         err.contains("php-fpm rejected") && err.contains("tqsup-no-such-user"),
         "{err}"
@@ -269,10 +267,10 @@ fn check_shows_php_fpm_complaint_for_unknown_user() {
 
 #[test]
 fn print_cmd_starts_a_php_fpm_that_answers_cgi_fcgi() {
-    let p = project_with("php_fpm:\n  pool:\n    type: static\n    max_children: 2\n");
-    let o = tq(&["print-cmd", "--explain"], p.path());
-    assert!(o.status.success(), "{}", text(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let p = project_with(json!({ "php_fpm": { "pool": { "type": "static", "max_children": 2 } } }));
+    let o = p.run(&["print-cmd", "--explain"]);
+    assert_ok!(o);
+    let stdout = o.out();
     let line = stdout.lines().next().unwrap();
     assert!(
         stdout.contains("# php-fpm: ") && stdout.contains("# version: PHP"),
@@ -302,8 +300,7 @@ fn print_cmd_starts_a_php_fpm_that_answers_cgi_fcgi() {
     let fpm = Guard::spawn(&mut cmd, p.join("fpm.log"));
     assert!(
         fpm.wait_log("ready to handle connections", T),
-        "{}",
-        fpm.log_text()
+        "php-fpm did not start"
     );
     let sock = dir.join("php-fpm.sock");
     let o = cgi_fcgi(
@@ -312,13 +309,7 @@ fn print_cmd_starts_a_php_fpm_that_answers_cgi_fcgi() {
         "/index.php",
         "",
     );
-    let body = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        body.contains("hello from php"),
-        "{}\nphp-fpm log:\n{}",
-        text(&o),
-        fpm.log_text()
-    );
+    assert!(o.out().contains("hello from php"), "{}", o.text());
 }
 
 /// A deep project: the runtime sockets would pass the kernel's 107 bytes
@@ -326,10 +317,10 @@ fn print_cmd_starts_a_php_fpm_that_answers_cgi_fcgi() {
 #[test]
 fn socket_paths_too_long_for_the_kernel_exit_78_naming_the_fix() {
     let deep = format!(".tqserver/{}", "d".repeat(110));
-    let p = project_with(&format!("dev:\n  config_dir: {deep}\n"));
-    let o = tq(&["print-cmd"], p.path());
-    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let p = project_with(json!({ "dev": { "config_dir": deep } }));
+    let o = p.run(&["print-cmd"]);
+    assert_exit!(o, 78);
+    let err = o.err();
     assert!(
         err.contains("the kernel takes at most 107") && err.contains("dev.config_dir"),
         "{err}"
@@ -340,14 +331,10 @@ fn socket_paths_too_long_for_the_kernel_exit_78_naming_the_fix() {
 /// misread, so it is refused up front.
 #[test]
 fn a_config_dir_with_glob_characters_exits_78() {
-    let p = project_with("dev:\n  config_dir: \".tq[1]\"\n");
-    let o = tq(&["print-cmd"], p.path());
-    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("glob character"),
-        "{}",
-        text(&o)
-    );
+    let p = project_with(json!({ "dev": { "config_dir": ".tq[1]" } }));
+    let o = p.run(&["print-cmd"]);
+    assert_exit!(o, 78);
+    assert!(o.err().contains("glob character"), "{}", o.text());
 }
 
 /// A document root the pool user cannot read passes php-fpm -t, then every
@@ -358,51 +345,47 @@ fn check_warns_when_the_pool_user_cannot_read_the_document_root() {
         eprintln!("skipped: needs root (the pool runs as www-data only then)");
         return;
     }
-    let p = project_with("php_fpm:\n  user: www-data\n  group: www-data\n");
+    let p = project_with(json!({ "php_fpm": { "user": "www-data", "group": "www-data" } }));
     common::set_mode(&p.join("public"), 0o700);
-    let o = tq(&["check"], p.path());
-    assert!(o.status.success(), "{}", text(&o));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let o = p.run(&["check"]);
+    assert_ok!(o);
+    let err = o.err();
     assert!(
         err.contains("warning: the pool user www-data cannot read the document root")
             && err.contains("public"),
         "{err}"
     );
     common::set_mode(&p.join("public"), 0o755);
-    let o = tq(&["check"], p.path());
-    assert!(
-        !String::from_utf8_lossy(&o.stderr).contains("cannot read"),
-        "{}",
-        text(&o)
-    );
+    let o = p.run(&["check"]);
+    assert!(!o.err().contains("cannot read"), "{}", o.text());
 }
 
 /// `render --out` never chmods or writes into a directory of someone
 /// else's files; it re-renders into its own.
 #[test]
 fn render_out_refuses_a_directory_it_did_not_make() {
-    let p = project_with("");
+    let p = project_with(json!({}));
     let foreign = p.join("etc");
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("keep.txt"), "mine").unwrap();
     common::set_mode(&foreign, 0o755);
-    let o = tq(&["render", "--out", foreign.to_str().unwrap()], p.path());
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = p.run(&["render", "--out", foreign.to_str().unwrap()]);
+    assert_exit!(o, 2);
     assert_eq!(mode_of(&foreign), 0o755);
     assert!(!foreign.join("php-fpm.conf").exists());
     let own = p.join("rendered");
     for _ in 0..2 {
-        let o = tq(&["render", "--out", own.to_str().unwrap()], p.path());
-        assert!(o.status.success(), "{}", text(&o));
+        let o = p.run(&["render", "--out", own.to_str().unwrap()]);
+        assert_ok!(o);
     }
 }
 
 /// Errors are one line with their cause chain, each cause once.
 #[test]
 fn a_missing_config_file_names_its_cause_once() {
-    let p = project_with("");
-    let o = tq(&["check", "-c", "/nonexistent/tqsup.yaml"], p.path());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let p = project_with(json!({}));
+    let o = p.run(&["check", "-c", "/nonexistent/tqsup.yaml"]);
+    let err = o.err();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
@@ -411,15 +394,15 @@ fn a_missing_config_file_names_its_cause_once() {
 /// refused (exit 78) unless `php_fpm.allow_root: true` says it is meant.
 #[test]
 fn a_root_pool_outside_dev_mode_needs_allow_root() {
-    let p = project_with("php_fpm:\n  user: root\n");
-    let o = tq(&["check"], p.path());
-    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let p = project_with(json!({ "php_fpm": { "user": "root" } }));
+    let o = p.run(&["check"]);
+    assert_exit!(o, 78);
+    let err = o.err();
     assert!(
         err.contains("php_fpm.user") && err.contains("php_fpm.allow_root: true"),
         "{err}"
     );
-    let p = project_with("php_fpm:\n  user: root\n  allow_root: true\n");
-    let o = tq(&["check"], p.path());
-    assert!(o.status.success(), "{}", text(&o));
+    let p = project_with(json!({ "php_fpm": { "user": "root", "allow_root": true } }));
+    let o = p.run(&["check"]);
+    assert_ok!(o);
 }

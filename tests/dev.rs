@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Guard, Project, free_port, php_fpm};
+use common::http::{Reply, parse};
+use common::{Guard, Project, TqsupProject, Value, free_port, json, php_fpm};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -40,23 +41,29 @@ echo json_encode([
 
 /// A project, its php-fpm, and `run_dev` serving it.
 struct Site {
-    project: Project,
     php: Guard,
     port: u16,
     control: mpsc::Receiver<Control>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _rundir: tempfile::TempDir,
+    /// Last, so php-fpm is gone before the directory is removed.
+    project: TqsupProject,
+}
+
+/// One `dev.hooks` entry.
+fn hook(name: &str, run: &str, paths: &str, then: &str) -> Value {
+    json!({ "name": name, "run": run, "paths": [paths], "then": then })
 }
 
 impl Site {
-    async fn start(hooks_yaml: &str) -> Site {
-        Self::start_with(hooks_yaml, "").await
+    async fn start(hooks: Vec<Value>) -> Site {
+        Self::start_with(hooks, json!({})).await
     }
 
-    /// `watch_yaml`: extra `dev.watch` keys, each line indented by 4.
-    async fn start_with(hooks_yaml: &str, watch_yaml: &str) -> Site {
-        let project = Project::new();
+    /// `watch`: more `dev.watch` keys.
+    async fn start_with(hooks: Vec<Value>, watch: Value) -> Site {
+        let mut project = TqsupProject::new();
         project.write("public/index.php", INDEX_PHP);
         project.write("public/style.css", "body { color: red }\n");
         project.write(
@@ -76,14 +83,27 @@ impl Site {
         project.write("src/keep.txt", "");
         std::fs::create_dir_all(project.join(".tqserver")).unwrap();
         let port = free_port();
-        project.write("tqsup.yaml", &config_yaml(port, 2, hooks_yaml, watch_yaml));
-        let (config, _) = config::load(&project.join("tqsup.yaml")).expect("config loads");
+        project
+            .merge(json!({
+                "php_fpm": {
+                    "document_root": "public",
+                    "pool": { "type": "static", "max_children": 2 },
+                },
+                "forward": { "enabled": false },
+                "dev": {
+                    "http_listen": format!("127.0.0.1:{port}"),
+                    "watch": { "debounce_ms": 150 },
+                    "hooks": hooks,
+                },
+            }))
+            .merge(json!({ "dev": { "watch": watch } }));
+        let (config, _) = config::load(&project.write_config()).expect("config loads");
         Self::launch(project, config, port).await
     }
 
     /// Starts php-fpm for `config` (rendered by tqsup's renderer) and
     /// `run_dev` with the front on `port`, sending PHP straight to php-fpm.
-    async fn launch(project: Project, mut config: config::Config, port: u16) -> Site {
+    async fn launch(project: TqsupProject, mut config: config::Config, port: u16) -> Site {
         config.dev.http_listen = Some(format!("127.0.0.1:{port}"));
         let rundir = tempfile::Builder::new()
             .prefix("tqsup-dev-run-")
@@ -125,13 +145,13 @@ impl Site {
             shutdown.clone(),
         ));
         let site = Site {
-            project,
             php,
             port,
             control,
             shutdown,
             task,
             _rundir: rundir,
+            project,
         };
         let ok = eventually(Duration::from_secs(10), || async {
             try_get(site.port, "/")
@@ -139,15 +159,11 @@ impl Site {
                 .is_some_and(|r| r.status == 200)
         })
         .await;
-        assert!(
-            ok,
-            "site never served /; php-fpm log:\n{}",
-            site.php.log_text()
-        );
+        assert!(ok, "site never served /");
         site
     }
 
-    async fn get(&self, path: &str) -> Resp {
+    async fn get(&self, path: &str) -> Reply {
         request(
             self.port,
             &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
@@ -180,14 +196,6 @@ impl Site {
     }
 }
 
-fn config_yaml(port: u16, max_children: u32, hooks_yaml: &str, watch_yaml: &str) -> String {
-    format!(
-        "php_fpm:\n  document_root: public\n  pool:\n    type: static\n    max_children: {max_children}\n\
-         forward:\n  enabled: false\n\
-         dev:\n  http_listen: 127.0.0.1:{port}\n  watch:\n    debounce_ms: 150\n{watch_yaml}  hooks:\n{hooks_yaml}"
-    )
-}
-
 async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
 where
     F: FnMut() -> Fut,
@@ -216,33 +224,7 @@ where
     );
 }
 
-/// A parsed HTTP/1.1 response (chunked bodies decoded).
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-async fn try_get(port: u16, path: &str) -> Option<Resp> {
+async fn try_get(port: u16, path: &str) -> Option<Reply> {
     let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -255,7 +237,7 @@ async fn try_get(port: u16, path: &str) -> Option<Resp> {
 
 /// Sends `head` (its `Connection: close` added) and `body`, reads the whole
 /// response.
-async fn request(port: u16, head: &str, body: &[u8]) -> Resp {
+async fn request(port: u16, head: &str, body: &[u8]) -> Reply {
     let head = head.replacen("\r\n", "\r\nConnection: close\r\n", 1);
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -268,42 +250,6 @@ async fn request(port: u16, head: &str, body: &[u8]) -> Resp {
         .expect("response within 20 s")
         .unwrap();
     parse(&raw).unwrap_or_else(|| panic!("bad response: {}", String::from_utf8_lossy(&raw)))
-}
-
-fn parse(raw: &[u8]) -> Option<Resp> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    if chunked {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let nl = rest.windows(2).position(|w| w == b"\r\n")?;
-            let size =
-                usize::from_str_radix(std::str::from_utf8(&rest[..nl]).ok()?.trim(), 16).ok()?;
-            rest = &rest[nl + 2..];
-            if size == 0 {
-                break;
-            }
-            out.extend_from_slice(&rest[..size]);
-            rest = &rest[size + 2..];
-        }
-        body = out;
-    }
-    Some(Resp {
-        status,
-        headers,
-        body,
-    })
 }
 
 /// CRC-32 (IEEE), as PHP's crc32().

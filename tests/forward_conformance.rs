@@ -2,12 +2,10 @@
 //! front of a real php-fpm.
 
 mod common;
-#[path = "common/fcgi.rs"]
-mod fcgi;
 
 use std::time::{Duration, Instant};
 
-use fcgi::*;
+use common::fcgi::*;
 
 #[test]
 fn multiplexed_ids_keep_conn_and_management_records() {
@@ -301,11 +299,8 @@ fn unix_listener_and_cgi_fcgi() {
         "/index.php",
         "n=cgi",
     );
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("hello cgi"),
-        "{out:?}"
-    );
+    assert_ok!(out);
+    assert!(out.out().contains("hello cgi"), "{}", out.text());
 }
 
 #[test]
@@ -322,6 +317,6 @@ fn sigterm_stops_accepting_and_drains_requests_in_flight() {
         "the kept-alive connection is closed once drained"
     );
     let status = s.tqsup.wait(Duration::from_secs(10));
-    assert!(status.success(), "{status:?}: {}", s.tqsup.log_text());
+    assert!(status.success(), "{status:?}");
     assert!(s.tqsup.log_text().contains("forward listener drained"));
 }

@@ -3,29 +3,12 @@
 //! records in front of a real php-fpm.
 
 mod common;
-#[path = "common/fcgi.rs"]
-mod fcgi;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Guard, Project, eventually, free_port};
-use fcgi::*;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// A `key: value` line of /proc/<pid>/status, in KiB.
-fn proc_kib(pid: i32, key: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim_start_matches(':').split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
-}
+use common::fcgi::*;
+use common::{TqsupProject, free_addr, json, ms, proc_status_kib};
 
 fn pairs(ps: &[(&str, &[u8])]) -> Vec<u8> {
     ps.iter().flat_map(|(n, v)| pair(n, v)).collect()
@@ -74,7 +57,7 @@ fn get_values_answers_each_known_name_once_in_one_record() {
 #[test]
 fn params_and_stdin_timeouts() {
     let s = Stack::start(StackOpts {
-        forward_extra: "  params_timeout_ms: 800\n  stdin_timeout_ms: 800\n",
+        forward: json!({ "params_timeout_ms": 800, "stdin_timeout_ms": 800 }),
         ..StackOpts::default()
     });
     let docroot = s.docroot();
@@ -130,18 +113,11 @@ fn params_and_stdin_timeouts() {
 
 /// Distinct bytes for a body, and what PHP's echo.php says about it.
 fn upload(len: usize) -> (Vec<u8>, String) {
-    let body: Vec<u8> = (0..len as u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let body = common::varied_bytes(len);
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("body");
     std::fs::write(&f, &body).unwrap();
-    let out = Command::new("sha256sum").arg(&f).output().unwrap();
-    let sha = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let sha = common::sha256_file(&f);
     (body, format!("{len} {sha} "))
 }
 
@@ -246,14 +222,14 @@ fn a_half_closed_client_still_gets_its_responses() {
 fn stalled_params_stay_within_the_budgets() {
     const CLIENTS: usize = 200;
     let s = Stack::start(StackOpts {
-        forward_extra: "  params_timeout_ms: 4000\n",
+        forward: json!({ "params_timeout_ms": 4000 }),
         ..StackOpts::default()
     });
     let pid = s.tqsup.pid();
     let mut warm = s.conn();
     warm.send(&request(1, true, &s.get("/index.php", "n=warm"), b""));
     assert_eq!(warm.response(1).body(), "hello warm\n");
-    let base = proc_kib(pid, "VmRSS");
+    let base = proc_status_kib(pid, "VmRSS");
 
     let value = vec![b'h'; 60_000];
     let records: Vec<Vec<u8>> = (0..15)
@@ -283,7 +259,7 @@ fn stalled_params_stay_within_the_budgets() {
     other.send(&request(1, false, &s.get("/index.php", "n=other"), b""));
     let r = other.response(1);
     assert_eq!(r.body(), "hello other\n", "{r:?}");
-    let peak = proc_kib(pid, "VmHWM");
+    let peak = proc_status_kib(pid, "VmHWM");
 
     // Every stalled client is answered (503 at once, or 408 at the
     // timeout) and closed.
@@ -310,125 +286,61 @@ fn stalled_params_stay_within_the_budgets() {
     );
 }
 
-/// tqsup supervising php-fpm (so php-fpm has the internal paths).
-struct Supervised {
-    project: Project,
-    forward: String,
-    _tqsup: Guard,
-}
-
-impl Supervised {
-    fn start() -> Supervised {
-        let project = Project::new();
-        project.write(
-            "public/index.php",
-            "<?php echo 'hello ', $_GET['n'] ?? '', \"\\n\";\n",
-        );
-        std::fs::create_dir(project.join("run")).unwrap();
-        let forward = format!("127.0.0.1:{}", free_port());
-        project.write(
-            "tqsup.yaml",
-            &format!(
-                "php_fpm:\n  document_root: public\n  listen: {}\n  pool: {{ type: static, max_children: 2 }}\n\
-                 forward:\n  listen: \"{forward}\"\nlog: {{ level: info }}\n",
-                project.join("fpm.sock").display(),
-            ),
-        );
-        let tqsup = Guard::spawn(
-            common::tqsup()
-                .args(["run", "-c"])
-                .arg(project.join("tqsup.yaml"))
-                .env("RUNTIME_DIRECTORY", project.join("run"))
-                .current_dir(project.path()),
-            project.join("tqsup.log"),
-        );
-        let s = Supervised {
-            project,
-            forward,
-            _tqsup: tqsup,
-        };
-        let up = eventually(Duration::from_secs(20), || {
-            let mut c = std::net::TcpStream::connect(&s.forward)
-                .ok()
-                .map(Conn::Tcp)?;
-            c.send(&request(1, false, &s.params("/index.php", &[]), b""));
-            (c.response(1).body() == "hello \n").then_some(())
-        });
-        assert!(up.is_some(), "{}", s._tqsup.log_text());
-        s
-    }
-
-    fn docroot(&self) -> PathBuf {
-        self.project.join("public")
-    }
-
-    /// Params for `script_name` with `extra` (SCRIPT_FILENAME under the
-    /// document root).
-    fn params(&self, script_name: &str, extra: &[(&str, &[u8])]) -> Vec<u8> {
-        let filename = format!("{}{script_name}", self.docroot().display());
-        let mut v = pairs(&[
-            ("SCRIPT_FILENAME", filename.as_bytes()),
-            ("SCRIPT_NAME", script_name.as_bytes()),
-            ("REQUEST_METHOD", b"GET"),
-            ("QUERY_STRING", b""),
-            ("GATEWAY_INTERFACE", b"CGI/1.1"),
-            ("SERVER_PROTOCOL", b"HTTP/1.1"),
-        ]);
-        v.extend(pairs(extra));
-        v
-    }
-
-    /// The rendered pool file's `pm.status_path`.
-    fn status_path(&self) -> String {
-        let text = find_text(&self.project.join("run"), "pm.status_path").expect("a pool file");
-        let line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with("pm.status_path"))
-            .unwrap();
-        let v = line.split_once('=').unwrap().1.trim();
-        v.trim_matches(|c| c == '"' || c == '\'').to_string()
-    }
-}
-
-fn find_text(dir: &Path, needle: &str) -> Option<String> {
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            if let Some(t) = find_text(&p, needle) {
-                return Some(t);
-            }
-        } else if let Ok(t) = std::fs::read_to_string(&p)
-            && t.contains(needle)
-        {
-            return Some(t);
-        }
-    }
-    None
+/// Params for `script_name` under `docroot` with `extra`.
+fn params_for(docroot: &Path, script_name: &str, extra: &[(&str, &[u8])]) -> Vec<u8> {
+    let filename = format!("{}{script_name}", docroot.display());
+    let mut v = pairs(&[
+        ("SCRIPT_FILENAME", filename.as_bytes()),
+        ("SCRIPT_NAME", script_name.as_bytes()),
+        ("REQUEST_METHOD", b"GET"),
+        ("QUERY_STRING", b""),
+        ("GATEWAY_INTERFACE", b"CGI/1.1"),
+        ("SERVER_PROTOCOL", b"HTTP/1.1"),
+    ]);
+    v.extend(pairs(extra));
+    v
 }
 
 #[test]
 fn the_internal_token_is_refused_in_any_param() {
-    let s = Supervised::start();
-    let status = s.status_path();
+    // tqsup supervising php-fpm, so php-fpm has the internal paths.
+    let mut p = TqsupProject::new();
+    p.merge(json!({
+        "php_fpm": {
+            "document_root": "public",
+            "listen": p.join("fpm.sock"),
+            "pool": { "type": "static", "max_children": 2 },
+        },
+        "forward": { "listen": free_addr() },
+        "log": { "level": "info" },
+    }));
+    p.write(
+        "public/index.php",
+        "<?php echo 'hello ', $_GET['n'] ?? '', \"\\n\";\n",
+    );
+    let t = p.start();
+    let docroot = p.join("public");
+    let params = |script: &str, extra: &[(&str, &[u8])]| params_for(&docroot, script, extra);
+    let status = p.rendered_setting("pm.status_path");
     let ping = status.replace("/status", "/ping");
     let prefix = status.trim_end_matches("/status").to_string();
     assert!(prefix.starts_with("/.tqsup-"), "{prefix}");
     // php-fpm itself does answer it, straight from its socket.
-    let mut direct = Conn::connect(&s.project.join("fpm.sock").display().to_string());
-    direct.send(&request(1, false, &s.params(&status, &[]), b""));
+    let mut direct = Conn::connect(&p.join("fpm.sock").display().to_string());
+    direct.send(&request(1, false, &params(&status, &[]), b""));
     assert!(direct.response(1).body().contains("pool:"));
 
-    let translated = format!("{}{status}", s.docroot().display());
+    let translated = format!("{}{status}", docroot.display());
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("SCRIPT_NAME status", s.params(&status, &[])),
-        ("SCRIPT_NAME ping", s.params(&ping, &[])),
+        ("SCRIPT_NAME status", params(&status, &[])),
+        ("SCRIPT_NAME ping", params(&ping, &[])),
         (
             "SCRIPT_NAME with //",
-            s.params(&format!("/{}", status.replacen("/", "//", 2)), &[]),
+            params(&format!("/{}", status.replacen("/", "//", 2)), &[]),
         ),
         (
             "REDIRECT_URL + PATH_TRANSLATED",
-            s.params(
+            params(
                 "/index.php",
                 &[
                     ("REDIRECT_URL", status.as_bytes()),
@@ -438,25 +350,25 @@ fn the_internal_token_is_refused_in_any_param() {
         ),
         (
             "PATH_INFO",
-            s.params("/index.php", &[("PATH_INFO", status.as_bytes())]),
+            params("/index.php", &[("PATH_INFO", status.as_bytes())]),
         ),
         (
             "REQUEST_URI",
-            s.params("/index.php", &[("REQUEST_URI", ping.as_bytes())]),
+            params("/index.php", &[("REQUEST_URI", ping.as_bytes())]),
         ),
         (
             "another param's value",
-            s.params(
+            params(
                 "/index.php",
                 &[("HTTP_X_ANY", format!("a{prefix}b").as_bytes())],
             ),
         ),
         (
             "another param's name",
-            s.params("/index.php", &[(&format!("HTTP{prefix}"), b"x")]),
+            params("/index.php", &[(&format!("HTTP{prefix}"), b"x")]),
         ),
     ];
-    let mut c = Conn::connect(&s.forward);
+    let mut c = t.conn();
     for (i, (name, p)) in cases.iter().enumerate() {
         let id = i as u16 + 1;
         c.send(&request(id, true, p, b""));
@@ -469,14 +381,14 @@ fn the_internal_token_is_refused_in_any_param() {
         );
     }
     // Ordinary requests still pass.
-    c.send(&request(99, true, &s.params("/index.php", &[]), b""));
+    c.send(&request(99, true, &params("/index.php", &[]), b""));
     assert_eq!(c.response(99).body(), "hello \n");
 }
 
 #[test]
 fn a_full_listener_closes_the_connection_idle_longest_never_a_busy_one() {
     let s = Stack::start(StackOpts {
-        forward_extra: "  max_connections: 2\n",
+        forward: json!({ "max_connections": 2 }),
         ..StackOpts::default()
     });
     // Two kept-alive connections, each served once, then idle (`a` first).
@@ -524,7 +436,7 @@ fn a_full_listener_closes_the_connection_idle_longest_never_a_busy_one() {
 #[test]
 fn a_record_left_half_sent_between_requests_is_bounded_by_params_timeout() {
     let s = Stack::start(StackOpts {
-        forward_extra: "  params_timeout_ms: 800\n",
+        forward: json!({ "params_timeout_ms": 800 }),
         ..StackOpts::default()
     });
     let mut c = s.conn();

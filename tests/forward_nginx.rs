@@ -2,42 +2,21 @@
 //! php-fpm, and the pool's bounds seen from outside (DESIGN §1, §7).
 
 mod common;
-#[path = "common/fcgi.rs"]
-mod fcgi;
-#[path = "common/nginx.rs"]
-mod nginx;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::run_with_timeout;
-use fcgi::*;
-use nginx::Nginx;
+use common::fcgi::*;
+use common::http::curl_raw;
+use common::nginx::Nginx;
 
 /// nginx in front of the stack's forward listener.
 fn nginx(s: &Stack) -> Nginx {
     Nginx::start(&s.project, &s.addr, &s.docroot())
 }
 
+/// curl's stdout (it must succeed).
 fn curl(args: &[&str]) -> String {
-    let out = run_with_timeout(
-        Command::new("curl")
-            .args(["-sS", "--max-time", "60"])
-            .args(args),
-        Duration::from_secs(90),
-    );
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn vm_hwm_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    curl_raw(args).out()
 }
 
 #[test]
@@ -53,19 +32,9 @@ fn nginx_get_post_big_response_and_stderr() {
 
     // A 10 MiB POST whose hashes PHP echoes back.
     let file = s.project.join("upload.bin");
-    let data: Vec<u8> = (0..10 * 1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let data = common::varied_bytes(10 * 1024 * 1024);
     std::fs::write(&file, &data).unwrap();
-    let sha = run_with_timeout(
-        Command::new("sha256sum").arg(&file),
-        Duration::from_secs(30),
-    );
-    let sha = String::from_utf8_lossy(&sha.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let sha = common::sha256_file(&file);
     let got = curl(&[
         "--data-binary",
         &format!("@{}", file.display()),
@@ -86,21 +55,17 @@ fn nginx_get_post_big_response_and_stderr() {
         &format!("{base}/big.php?mb=100"),
     ]);
     assert_eq!(size, "104857600 200");
-    let hwm = vm_hwm_kib(s.tqsup.pid());
+    let hwm = common::proc_status_kib(s.tqsup.pid(), "VmHWM");
     assert!(hwm < 64 * 1024, "tqsup VmHWM {hwm} KiB");
 
     // PHP's stderr reaches nginx's error log.
     assert_eq!(curl(&[&format!("{base}/stderr.php?m=xyzzy")]), "ok\n");
-    assert!(
-        common::eventually(Duration::from_secs(5), || {
-            std::fs::read_to_string(&n.error_log)
-                .ok()
-                .filter(|t| t.contains("stderr-marker-xyzzy"))
-        })
-        .is_some(),
-        "nginx error log: {}",
-        std::fs::read_to_string(&n.error_log).unwrap_or_default()
-    );
+    let logged = common::eventually(Duration::from_secs(5), || {
+        n.error_log_text()
+            .contains("stderr-marker-xyzzy")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "nginx error log: {}", n.error_log_text());
     drop(n.guard);
 }
 

@@ -8,23 +8,14 @@
 //! `cargo test --test load -- --test-threads=1 --nocapture`.
 
 mod common;
-#[path = "common/nginx.rs"]
-mod nginx;
-#[path = "common/site.rs"]
-mod site;
-#[path = "common/wrk.rs"]
-mod wrk;
 
 use std::time::{Duration, Instant};
 
+use common::site::{Site, write_php};
+use common::wrk::{Load, Req};
+use common::{json, ms};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use site::{Site, SiteConfig, write_php};
-use wrk::{Load, Req};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// `n` kept-alive clients POSTing the checked form to `path` for `secs`.
 fn post_load(n: u32, path: &str, secs: u64, expect: &str) -> Load {
@@ -49,7 +40,7 @@ fn pid_in(body: &str) -> Option<i32> {
 /// restarted (DESIGN §6 Liveness).
 #[test]
 fn saturated_pool_is_not_restarted() {
-    let site = Site::start(Site::project(), SiteConfig::default());
+    let site = Site::start(Site::project());
     let master = site.master();
     let r = site
         .load(&Load {
@@ -79,7 +70,7 @@ fn saturated_pool_is_not_restarted() {
 /// idleness later php-fpm is the same and still serves.
 #[test]
 fn idle_pool_after_burst_is_not_restarted() {
-    let site = Site::start(Site::project(), SiteConfig::default());
+    let site = Site::start(Site::project());
     let master = site.master();
     let burst = site
         .load(&Load {
@@ -108,7 +99,7 @@ fn idle_pool_after_burst_is_not_restarted() {
 /// changed before each: nothing fails, nothing stalls, the last config wins.
 #[test]
 fn sighup_under_post_load_fails_nothing() {
-    let mut site = Site::start(Site::project(), SiteConfig::default());
+    let mut site = Site::start(Site::project());
     let run = site.load(&post_load(32, "/post.php", 10, "body-ok"));
     for i in 1..=5 {
         std::thread::sleep(ms(1500));
@@ -140,7 +131,7 @@ fn sighup_under_post_load_fails_nothing() {
 /// the last config is applied.
 #[test]
 fn sighup_storm_coalesces() {
-    let mut site = Site::start(Site::project(), SiteConfig::default());
+    let mut site = Site::start(Site::project());
     let run = site.load(&post_load(16, "/post.php", 8, "body-ok"));
     std::thread::sleep(ms(1500));
     for i in 1..=6 {
@@ -168,7 +159,7 @@ fn sighup_storm_coalesces() {
 /// process has answered with release b, no response says release a.
 #[test]
 fn deploy_switch_between_release_dirs() {
-    let p = Site::project();
+    let mut p = Site::project();
     for r in ["a", "b"] {
         write_php(
             &p,
@@ -180,13 +171,8 @@ fn deploy_switch_between_release_dirs() {
     std::os::unix::fs::symlink("releases/a", p.join("current")).unwrap();
     let current = p.join("current");
     let next = p.join("current.next");
-    let site = Site::start(
-        p,
-        SiteConfig {
-            document_root: "current".into(),
-            ..SiteConfig::default()
-        },
-    );
+    p.set("php_fpm.document_root", &current);
+    let site = Site::start(p);
     let (_, first) = site.get("/index.php", Duration::from_secs(5));
     let mixed = |secs: u64, expect: &str| Load {
         connections: 16,
@@ -235,7 +221,7 @@ fn deploy_switch_between_release_dirs() {
 /// again within 1 s.
 #[test]
 fn kill_9_master_under_post_load() {
-    let site = Site::start(Site::project(), SiteConfig::default());
+    let site = Site::start(Site::project());
     let run = site.load(&post_load(32, "/post.php", 8, "body-ok"));
     std::thread::sleep(Duration::from_secs(3));
     // A master to kill (today's liveness probe may be restarting a
@@ -296,7 +282,7 @@ impl Drop for Stopped {
 /// liveness probe (interval 500 ms, threshold 3) and replaced within 10 s.
 #[test]
 fn sigstop_is_detected_and_restarted() {
-    let site = Site::start(Site::project(), SiteConfig::default());
+    let site = Site::start(Site::project());
     let master = site.master().expect("php-fpm master");
     let mut pids = vec![master];
     pids.extend(common::children(master));
@@ -325,13 +311,9 @@ fn sigstop_is_detected_and_restarted() {
 /// last request, and no POST is lost for it.
 #[test]
 fn max_requests_recycling_loses_no_post() {
-    let site = Site::start(
-        Site::project(),
-        SiteConfig {
-            max_requests: 3,
-            ..SiteConfig::default()
-        },
-    );
+    let site = Site::start(Site::project().with(json!({
+        "php_fpm": { "pool": { "max_requests": 3 } },
+    })));
     let r = site
         .load(&post_load(6, "/post.php", 10, "body-ok"))
         .finish();
@@ -345,15 +327,17 @@ fn max_requests_recycling_loses_no_post() {
 /// can stop the surplus children, while a light load stays served.
 #[test]
 fn dynamic_pool_scales_back_after_a_burst() {
-    let site = Site::start(
-        Site::project(),
-        SiteConfig {
-            children: 6,
-            pool_extra:
-                "type: dynamic, start_servers: 2, min_spare_servers: 1, max_spare_servers: 2".into(),
-            ..SiteConfig::default()
+    let site = Site::start(Site::project().with(json!({
+        "php_fpm": {
+            "pool": {
+                "type": "dynamic",
+                "max_children": 6,
+                "start_servers": 2,
+                "min_spare_servers": 1,
+                "max_spare_servers": 2,
+            },
         },
-    );
+    })));
     let burst = site
         .load(&Load {
             connections: 12,
@@ -413,13 +397,9 @@ fn a_child_over_max_memory_is_recycled_without_a_failed_request() {
         "$a = []; for ($i = 0; $i < 600000; $i++) { $a[] = str_repeat('x', 40) . $i; } usleep(1500000);",
         "'big ' . getmypid()",
     );
-    let site = Site::start(
-        project,
-        SiteConfig {
-            pool_extra: "type: static, max_memory_mb: 32".into(),
-            ..SiteConfig::default()
-        },
-    );
+    let site = Site::start(project.with(json!({
+        "php_fpm": { "pool": { "max_memory_mb": 32 } },
+    })));
     let before = site.workers();
     let run = site.load(&post_load(16, "/post.php", 10, "body-ok"));
     let mut big = Vec::new();
@@ -460,13 +440,9 @@ fn a_child_over_max_memory_is_recycled_without_a_failed_request() {
 /// with no failure.
 #[test]
 fn children_past_max_lifetime_are_all_replaced() {
-    let site = Site::start(
-        Site::project(),
-        SiteConfig {
-            pool_extra: "type: static, max_lifetime_ms: 2000".into(),
-            ..SiteConfig::default()
-        },
-    );
+    let site = Site::start(Site::project().with(json!({
+        "php_fpm": { "pool": { "max_lifetime_ms": 2000 } },
+    })));
     let before = site.workers();
     let r = site
         .load(&post_load(16, "/post.php", 12, "body-ok"))
@@ -501,18 +477,12 @@ fn a_lane_keeps_one_slow_endpoint_from_taking_the_pool() {
     let run = |lane: bool| {
         let project = Site::project();
         write_php(&project, "public/slow.php", "usleep(2000000);", "'slow'");
-        let site = Site::start(
-            project,
-            SiteConfig {
-                forward_extra: if lane {
-                    "  lanes:\n    - { name: slow, match: \"/slow*\", max: 1, queue_timeout_ms: 3000 }\n"
-                        .into()
-                } else {
-                    String::new()
-                },
-                ..SiteConfig::default()
-            },
-        );
+        let lanes = if lane {
+            json!([{ "name": "slow", "match": "/slow*", "max": 1, "queue_timeout_ms": 3000 }])
+        } else {
+            json!(null)
+        };
+        let site = Site::start(project.with(json!({ "forward": { "lanes": lanes } })));
         let get = |path: &str, expect: &str, secs: u64| Load {
             connections: 8,
             duration: Duration::from_secs(secs),
@@ -566,14 +536,10 @@ fn a_lane_keeps_one_slow_endpoint_from_taking_the_pool() {
 fn access_log_lines_and_slow_request_warnings() {
     let project = Site::project();
     let access = project.join("access.log");
-    let site = Site::start(
-        project,
-        SiteConfig {
-            log_extra: format!(", access: {}", access.display()),
-            forward_extra: "  slow_request_ms: 200\n".into(),
-            ..SiteConfig::default()
-        },
-    );
+    let site = Site::start(project.with(json!({
+        "log": { "access": access },
+        "forward": { "slow_request_ms": 200 },
+    })));
     let a = site.get("/index.php?x=1", Duration::from_secs(10));
     let b = site.get("/sleep.php?ms=300", Duration::from_secs(10));
     let lines = common::eventually(Duration::from_secs(5), || {
@@ -612,13 +578,9 @@ fn access_log_lines_and_slow_request_warnings() {
     v.no_restart();
     v.finish();
 
-    let json = Site::start(
-        Site::project(),
-        SiteConfig {
-            log_extra: ", access: true, format: json".into(),
-            ..SiteConfig::default()
-        },
-    );
+    let json = Site::start(Site::project().with(json!({
+        "log": { "access": true, "format": "json" },
+    })));
     let c = json.get("/index.php?y=2", Duration::from_secs(10));
     let line = common::eventually(Duration::from_secs(5), || {
         json.tqsup

@@ -4,484 +4,112 @@
 //! php-fpm's own status page is read straight from its socket to compare.
 
 mod common;
-#[path = "common/fcgi.rs"]
-mod fcgi;
+#[path = "observability/exposition.rs"]
+mod exposition;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::{Guard, Project, eventually, free_port, master_of, tqsup};
+use common::{
+    Project, Tqsup, TqsupProject, Value, eventually, fcgi, free_addr, json, secs, unique_name,
+};
+use exposition::{Metrics, check_conventions, parse_metrics};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
+/// tqsup supervising php-fpm, forwarding on a TCP port, admin on another,
+/// logging JSON; `patch` (e.g. `forward.health`) merged in.
+fn start(patch: Value) -> (TqsupProject, Tqsup) {
+    start_in(Project::new(), patch, None)
 }
 
-/// tqsup supervising php-fpm, forwarding on a TCP port, admin on another.
-struct Stack {
-    project: Project,
-    forward: String,
-    admin: String,
-    tqsup: Guard,
+/// As [`start`], in `project`, with systemd's `NOTIFY_SOCKET`; waits until
+/// `/readyz` says ready.
+fn start_in(project: Project, patch: Value, notify_socket: Option<&Path>) -> (TqsupProject, Tqsup) {
+    let mut p = TqsupProject::in_project(project);
+    p.write(
+        "public/index.php",
+        "<?php echo 'hello ', $_GET['n'] ?? '', \"\\n\";\n",
+    );
+    p.write(
+        "public/missing.php",
+        "<?php http_response_code(404); echo \"nope\\n\";\n",
+    );
+    p.merge(json!({
+        "php_fpm": {
+            "document_root": "public",
+            "listen": p.join("fpm.sock"),
+            "pool": { "name": unique_name("obs"), "type": "static", "max_children": 3 },
+        },
+        "forward": { "listen": free_addr() },
+        "admin": { "listen": free_addr() },
+        "supervisor": { "stop_timeout_ms": 3000, "ready_timeout_ms": 5000 },
+        "log": { "format": "json", "level": "info" },
+    }))
+    .merge(patch);
+    let mut cmd = p.command(&p.run_args(&[]));
+    if let Some(n) = notify_socket {
+        cmd.env("NOTIFY_SOCKET", n);
+    }
+    let t = p.spawn_command(cmd);
+    let ready = eventually(secs(20), || {
+        let r = t.admin_get("/readyz")?;
+        (r.status == 200).then_some(())
+    });
+    assert!(ready.is_some(), "never ready");
+    (p, t)
 }
 
-impl Stack {
-    /// `health` is the `forward.health` flow mapping's body.
-    fn start(health: &str, supervisor: &str) -> Stack {
-        Stack::start_in(Project::new(), health, supervisor, None)
-    }
-
-    /// As [`Stack::start`], in `project`, with systemd's `NOTIFY_SOCKET`.
-    fn start_in(
-        project: Project,
-        health: &str,
-        supervisor: &str,
-        notify_socket: Option<&Path>,
-    ) -> Stack {
-        project.write(
-            "public/index.php",
-            "<?php echo 'hello ', $_GET['n'] ?? '', \"\\n\";\n",
-        );
-        project.write(
-            "public/missing.php",
-            "<?php http_response_code(404); echo \"nope\\n\";\n",
-        );
-        std::fs::create_dir(project.join("run")).unwrap();
-        let pool = format!("obs{:08x}", rand_u32());
-        let (forward, admin) = (
-            format!("127.0.0.1:{}", free_port()),
-            format!("127.0.0.1:{}", free_port()),
-        );
-        let yaml = format!(
-            "php_fpm:\n  document_root: public\n  listen: {sock}\n  pool: {{ name: {pool}, type: static, max_children: 3 }}\n\
-             forward:\n  listen: \"{forward}\"\n  health: {{ {health} }}\n\
-             admin:\n  listen: \"{admin}\"\n\
-             supervisor: {{ stop_timeout_ms: 3000, ready_timeout_ms: 5000{supervisor} }}\n\
-             log: {{ format: json, level: info }}\n",
-            sock = project.join("fpm.sock").display(),
-        );
-        project.write("tqsup.yaml", &yaml);
-        let mut cmd = tqsup();
-        cmd.args(["run", "-c"])
-            .arg(project.join("tqsup.yaml"))
-            .env("RUNTIME_DIRECTORY", project.join("run"))
-            .current_dir(project.path());
-        if let Some(p) = notify_socket {
-            cmd.env("NOTIFY_SOCKET", p);
-        }
-        let tqsup = Guard::spawn(&mut cmd, project.join("tqsup.log"));
-        let s = Stack {
-            project,
-            forward,
-            admin,
-            tqsup,
-        };
-        let ready = eventually(secs(20), || {
-            let r = s.try_http("/readyz")?;
-            (r.0 == 200).then_some(())
-        });
-        assert!(ready.is_some(), "never ready; log:\n{}", s.tqsup.log_text());
-        s
-    }
-
-    fn try_http(&self, path: &str) -> Option<(u16, String, String)> {
-        http_get(&self.admin, path)
-    }
-
-    /// GET on the admin endpoint: (status, content-type, body).
-    fn http(&self, path: &str) -> (u16, String, String) {
-        self.try_http(path)
-            .unwrap_or_else(|| panic!("GET {path} failed; log:\n{}", self.tqsup.log_text()))
-    }
-
-    fn metrics(&self) -> Metrics {
-        let (status, _, body) = self.http("/metrics");
-        assert_eq!(status, 200);
-        parse_metrics(&body).unwrap_or_else(|e| panic!("{e}\n---\n{body}"))
-    }
-
-    /// One request through the forwarder on its own connection: the status.
-    fn request(&self, script: &str, query: &str) -> u16 {
-        let mut c = fcgi::Conn::connect(&self.forward);
-        let p = fcgi::params(&self.project.join("public"), script, query, "GET", &[]);
-        c.send(&fcgi::request(1, false, &p, b""));
-        c.response(1).status()
-    }
-
-    /// A setting of the rendered pool file (`pm.status_path`, …).
-    fn pool_setting(&self, key: &str) -> String {
-        let file = find_file(&self.project.join("run"), &|text| text.contains(key))
-            .expect("a rendered pool file under the runtime dir");
-        let text = std::fs::read_to_string(file).unwrap();
-        let line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with(key))
-            .unwrap();
-        let v = line.split_once('=').unwrap().1.trim();
-        v.trim_matches(|c| c == '"' || c == '\'').to_string()
-    }
-
-    /// The rendered pool file's `pm.status_path`.
-    fn status_path(&self) -> String {
-        self.pool_setting("pm.status_path")
-    }
-
-    /// php-fpm's `pm.status_path?json`, straight from its status pool's
-    /// socket (`pm.status_listen`), as tqsup reads it: the status pool's
-    /// own child is not one of the pool's, so idle/active are the pool's.
-    fn php_fpm_status(&self) -> serde_json::Value {
-        let path = self.status_path();
-        let sock = self.pool_setting("pm.status_listen");
-        let mut c = fcgi::Conn::connect(&sock);
-        let mut p = Vec::new();
-        for (n, v) in [
-            ("SCRIPT_NAME", path.as_str()),
-            ("SCRIPT_FILENAME", path.as_str()),
-            ("REQUEST_URI", path.as_str()),
-            ("REQUEST_METHOD", "GET"),
-            ("QUERY_STRING", "json"),
-            ("GATEWAY_INTERFACE", "CGI/1.1"),
-            ("SERVER_PROTOCOL", "HTTP/1.1"),
-        ] {
-            p.extend(fcgi::pair(n, v.as_bytes()));
-        }
-        c.send(&fcgi::request(1, false, &p, b""));
-        let body = c.response(1).body();
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
-    }
-
-    fn php_fpm_master(&self) -> i32 {
-        eventually(secs(10), || master_of(self.tqsup.pid())).expect("php-fpm's master")
-    }
+/// GET on the admin endpoint: (status, content-type, body); None when it
+/// did not answer.
+fn try_http(t: &Tqsup, path: &str) -> Option<(u16, String, String)> {
+    t.admin_get(path)
+        .map(|r| (r.status, r.content_type(), r.text()))
 }
 
-fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    t.subsec_nanos() ^ std::process::id().rotate_left(16)
+fn http(t: &Tqsup, path: &str) -> (u16, String, String) {
+    try_http(t, path).unwrap_or_else(|| panic!("GET {path} failed"))
 }
 
-fn find_file(dir: &Path, want: &dyn Fn(&str) -> bool) -> Option<PathBuf> {
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            if let Some(f) = find_file(&p, want) {
-                return Some(f);
-            }
-        } else if std::fs::read_to_string(&p).is_ok_and(|t| want(&t)) {
-            return Some(p);
-        }
-    }
-    None
+fn metrics(t: &Tqsup) -> Metrics {
+    let (status, _, body) = http(t, "/metrics");
+    assert_eq!(status, 200);
+    parse_metrics(&body).unwrap_or_else(|e| panic!("{e}\n---\n{body}"))
 }
 
-/// A minimal HTTP/1.1 GET (`Connection: close`): status, content-type, body.
-fn http_get(addr: &str, path: &str) -> Option<(u16, String, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: tqsup\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let mut lines = head.lines();
-    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let content_type = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_default();
-    Some((status, content_type, body.to_string()))
+/// One request through the forwarder on its own connection: the status.
+fn request(t: &Tqsup, script: &str, query: &str) -> u16 {
+    let mut c = t.conn();
+    let p = fcgi::params(&t.docroot(), script, query, "GET", &[]);
+    c.send(&fcgi::request(1, false, &p, b""));
+    c.response(1).status()
 }
 
-/// Parsed exposition: families (name → type, help, unit) and samples
-/// (`name{labels}` → value, labels sorted).
-#[derive(Debug, Default)]
-struct Metrics {
-    types: BTreeMap<String, String>,
-    helps: BTreeMap<String, String>,
-    units: BTreeMap<String, String>,
-    samples: BTreeMap<String, f64>,
+/// php-fpm's `pm.status_path?json`, straight from its status pool's socket
+/// (`pm.status_listen`), as tqsup reads it: the status pool's own child is
+/// not one of the pool's, so idle/active are the pool's.
+fn php_fpm_status(p: &TqsupProject) -> serde_json::Value {
+    let path = p.rendered_setting("pm.status_path");
+    let mut c = fcgi::Conn::connect(&p.rendered_setting("pm.status_listen"));
+    let mut params = Vec::new();
+    for (n, v) in [
+        ("SCRIPT_NAME", path.as_str()),
+        ("SCRIPT_FILENAME", path.as_str()),
+        ("REQUEST_URI", path.as_str()),
+        ("REQUEST_METHOD", "GET"),
+        ("QUERY_STRING", "json"),
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+    ] {
+        params.extend(fcgi::pair(n, v.as_bytes()));
+    }
+    c.send(&fcgi::request(1, false, &params, b""));
+    let body = c.response(1).body();
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-impl Metrics {
-    /// The sum of every sample of `name` (over all label sets).
-    fn sum(&self, name: &str) -> f64 {
-        self.samples
-            .iter()
-            .filter(|(k, _)| k.as_str() == name || k.starts_with(&format!("{name}{{")))
-            .map(|(_, v)| v)
-            .sum()
-    }
-
-    fn get(&self, key: &str) -> f64 {
-        *self
-            .samples
-            .get(key)
-            .unwrap_or_else(|| panic!("no sample {key}"))
-    }
-}
-
-fn valid_name(n: &str) -> bool {
-    let mut chars = n.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-/// `l1="v1",l2="v2"` (with `\\`, `\"`, `\n` escapes) into sorted pairs.
-fn parse_labels(s: &str) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while !rest.is_empty() {
-        let (name, after) = rest
-            .split_once("=\"")
-            .ok_or_else(|| format!("label without =\"…\": {rest}"))?;
-        if !valid_name(name) || name.starts_with("__") {
-            return Err(format!("bad label name {name:?}"));
-        }
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let end = loop {
-            match chars.next() {
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, '\\')) => value.push('\\'),
-                    Some((_, '"')) => value.push('"'),
-                    Some((_, 'n')) => value.push('\n'),
-                    other => return Err(format!("bad escape {other:?} in {s}")),
-                },
-                Some((i, '"')) => break i,
-                Some((_, c)) => value.push(c),
-                None => return Err(format!("unterminated label value in {s}")),
-            }
-        };
-        out.push((name.to_string(), value));
-        rest = &after[end + 1..];
-        if let Some(r) = rest.strip_prefix(',') {
-            rest = r;
-        } else if !rest.is_empty() {
-            return Err(format!("junk after a label value: {rest}"));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn parse_value(v: &str) -> Result<f64, String> {
-    match v {
-        "+Inf" => Ok(f64::INFINITY),
-        "-Inf" => Ok(f64::NEG_INFINITY),
-        "NaN" => Ok(f64::NAN),
-        _ => v
-            .parse::<f64>()
-            .map_err(|e| format!("bad value {v:?}: {e}")),
-    }
-}
-
-/// The family a sample belongs to, given the declared types.
-fn family_of<'a>(sample: &'a str, types: &BTreeMap<String, String>) -> Option<&'a str> {
-    if types.contains_key(sample) {
-        return Some(sample);
-    }
-    for suffix in ["_total", "_bucket", "_sum", "_count", "_created", "_info"] {
-        if let Some(base) = sample.strip_suffix(suffix)
-            && types.contains_key(base)
-        {
-            return Some(base);
-        }
-    }
-    None
-}
-
-/// A strict parser of the text exposition (OpenMetrics flavour, which
-/// prometheus-client writes): every line is `# HELP`, `# TYPE`, `# UNIT`,
-/// the final `# EOF`, or `name{labels} value`; every sample belongs to a
-/// family declared before it.
-fn parse_metrics(text: &str) -> Result<Metrics, String> {
-    let mut m = Metrics::default();
-    let mut eof = false;
-    for (i, line) in text.lines().enumerate() {
-        let at = |e: String| format!("line {}: {e}: {line:?}", i + 1);
-        if eof {
-            return Err(at("content after # EOF".into()));
-        }
-        if line.is_empty() {
-            return Err(at("empty line".into()));
-        }
-        if let Some(c) = line.strip_prefix("# ") {
-            if c == "EOF" {
-                eof = true;
-                continue;
-            }
-            let mut parts = c.splitn(3, ' ');
-            let (kw, name, rest) = (
-                parts.next().unwrap_or(""),
-                parts.next().unwrap_or(""),
-                parts.next(),
-            );
-            if !valid_name(name) {
-                return Err(at(format!("bad metric name {name:?}")));
-            }
-            let rest = rest.ok_or_else(|| at("comment without text".into()))?;
-            let map = match kw {
-                "HELP" => &mut m.helps,
-                "TYPE" => {
-                    let known = [
-                        "counter",
-                        "gauge",
-                        "histogram",
-                        "summary",
-                        "info",
-                        "stateset",
-                        "unknown",
-                    ];
-                    if !known.contains(&rest) {
-                        return Err(at(format!("unknown type {rest:?}")));
-                    }
-                    &mut m.types
-                }
-                "UNIT" => &mut m.units,
-                _ => return Err(at(format!("unknown comment {kw:?}"))),
-            };
-            if map.insert(name.to_string(), rest.to_string()).is_some() {
-                return Err(at(format!("{kw} for {name} twice")));
-            }
-            continue;
-        }
-        if line.starts_with('#') {
-            return Err(at("comment not of the form `# KEYWORD …`".into()));
-        }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .ok_or_else(|| at("sample without a value".into()))?;
-        let value = parse_value(value).map_err(at)?;
-        let (name, labels) = match series.split_once('{') {
-            Some((n, l)) => {
-                let l = l
-                    .strip_suffix('}')
-                    .ok_or_else(|| at("labels not closed".into()))?;
-                (n, parse_labels(l).map_err(at)?)
-            }
-            None => (series, Vec::new()),
-        };
-        if !valid_name(name) {
-            return Err(at(format!("bad metric name {name:?}")));
-        }
-        if family_of(name, &m.types).is_none() {
-            return Err(at(format!("sample {name} of no declared family")));
-        }
-        let key = if labels.is_empty() {
-            name.to_string()
-        } else {
-            let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-            format!("{name}{{{}}}", l.join(","))
-        };
-        if m.samples.insert(key.clone(), value).is_some() {
-            return Err(at(format!("sample {key} twice")));
-        }
-    }
-    if !eof {
-        return Err("no # EOF at the end".into());
-    }
-    Ok(m)
-}
-
-/// Prometheus naming: counters' samples end `_total`, durations are in
-/// `_seconds`, byte counts in `_bytes`, documented; tqsup's own are
-/// `tqsup_<subsystem>_`, php-fpm's status page is `phpfpm_` gauges by
-/// `pool`, as php-fpm exporters name them.
-fn check_conventions(m: &Metrics) {
-    const SUBSYSTEMS: [&str; 5] = ["forward", "upstream", "downstream", "php_fpm", "dev"];
-    for (name, kind) in &m.types {
-        if name.starts_with("phpfpm_") {
-            assert_eq!(
-                kind, "gauge",
-                "{name}: the exporters' names are gauges here"
-            );
-            assert!(
-                m.samples
-                    .keys()
-                    .filter(|k| k.starts_with(&format!("{name}{{")))
-                    .all(|k| k.contains("pool=\"")),
-                "{name}: no pool label"
-            );
-        } else {
-            let rest = name
-                .strip_prefix("tqsup_")
-                .unwrap_or_else(|| panic!("{name}: no tqsup_ prefix"));
-            assert!(
-                SUBSYSTEMS
-                    .iter()
-                    .any(|s| rest.starts_with(&format!("{s}_"))),
-                "{name}: not tqsup_<subsystem>_<name>"
-            );
-        }
-        assert!(
-            m.helps.get(name).is_some_and(|h| !h.trim().is_empty()),
-            "{name}: no HELP"
-        );
-        if let Some(unit) = m.units.get(name) {
-            assert!(name.ends_with(&format!("_{unit}")), "{name}: unit {unit}");
-        }
-        let samples: Vec<&String> = m
-            .samples
-            .keys()
-            .filter(|k| family_of(k.split('{').next().unwrap(), &m.types) == Some(name))
-            .collect();
-        // Hook names are only known once a hook ran.
-        assert!(
-            !samples.is_empty() || name == "tqsup_dev_hook_runs",
-            "{name}: no samples"
-        );
-        match kind.as_str() {
-            "counter" => {
-                assert!(!name.ends_with("_total"), "{name}: family named _total");
-                for s in &samples {
-                    let n = s.split('{').next().unwrap();
-                    assert!(n.ends_with("_total"), "{s}: counter sample not _total");
-                }
-            }
-            "histogram" => {
-                assert!(
-                    name.ends_with("_seconds"),
-                    "{name}: histogram not in seconds"
-                );
-                for suffix in ["_count", "_sum"] {
-                    assert!(
-                        m.samples.contains_key(&format!("{name}{suffix}")),
-                        "{name}: no {suffix}"
-                    );
-                }
-                assert!(
-                    m.samples
-                        .contains_key(&format!("{name}_bucket{{le=\"+Inf\"}}")),
-                    "{name}: no +Inf bucket"
-                );
-            }
-            "gauge" => assert!(!name.ends_with("_total"), "{name}: gauge named _total"),
-            other => panic!("{name}: unexpected type {other}"),
-        }
-        for time_word in ["duration", "wait", "time", "uptime", "latency"] {
-            if name.contains(time_word) {
-                assert!(name.ends_with("_seconds"), "{name}: a time not in seconds");
-            }
-        }
-        for byte_word in ["received", "sent", "bytes"] {
-            if name.contains(byte_word) {
-                assert!(name.ends_with("_bytes"), "{name}: bytes not named _bytes");
-            }
-        }
-    }
+fn php_fpm_master(t: &Tqsup) -> i32 {
+    eventually(secs(10), || t.master()).expect("php-fpm's master")
 }
 
 const REQUESTS: &str = "tqsup_forward_requests_total";
@@ -489,17 +117,16 @@ const LATENCY_COUNT: &str = "tqsup_forward_request_duration_seconds_count";
 
 #[test]
 fn metrics_count_requests_and_mirror_php_fpm_and_logs_are_json() {
-    let mut s = Stack::start(
-        "interval_ms: 5000, timeout_ms: 1000, failure_threshold: 3",
-        "",
-    );
+    let (p, mut t) = start(json!({
+        "forward": { "health": { "interval_ms": 5000, "timeout_ms": 1000, "failure_threshold": 3 } },
+    }));
     // The exposition: content type, strict parse, naming conventions.
-    let (_, content_type, _) = s.http("/metrics");
+    let (_, content_type, _) = http(&t, "/metrics");
     assert!(
         content_type.starts_with("application/openmetrics-text"),
         "{content_type}"
     );
-    let before = s.metrics();
+    let before = metrics(&t);
     check_conventions(&before);
 
     // N requests through the forwarder: 2xx, PHP's own 404, and one for
@@ -507,16 +134,18 @@ fn metrics_count_requests_and_mirror_php_fpm_and_logs_are_json() {
     let n = 12;
     let mut statuses = Vec::new();
     for i in 0..n - 2 {
-        statuses.push(s.request("/index.php", &format!("n={i}")));
+        statuses.push(request(&t, "/index.php", &format!("n={i}")));
     }
-    statuses.push(s.request("/missing.php", ""));
-    let ping = s.status_path().replace("/status", "/ping");
-    statuses.push(s.request(&ping, ""));
+    statuses.push(request(&t, "/missing.php", ""));
+    let ping = p
+        .rendered_setting("pm.status_path")
+        .replace("/status", "/ping");
+    statuses.push(request(&t, &ping, ""));
     assert_eq!(statuses.iter().filter(|&&x| x == 200).count(), n - 2);
     assert_eq!(statuses[n - 2..], [404, 404]);
     // A request is counted right after its response is written: poll.
     let after = eventually(secs(5), || {
-        let m = s.metrics();
+        let m = metrics(&t);
         (m.sum(REQUESTS) - before.sum(REQUESTS) >= n as f64).then_some(m)
     })
     .expect("the request counter never caught up");
@@ -549,8 +178,8 @@ fn metrics_count_requests_and_mirror_php_fpm_and_logs_are_json() {
     // it.
     let matched = eventually(secs(10), || {
         std::thread::sleep(Duration::from_millis(1100));
-        let m = s.metrics();
-        let st = s.php_fpm_status();
+        let m = metrics(&t);
+        let st = php_fpm_status(&p);
         let direct = |k: &str| st[k].as_f64().unwrap();
         // Labelled by php-fpm's pool name, as php-fpm exporters do.
         let pool = st["pool"].as_str().unwrap();
@@ -583,7 +212,7 @@ fn metrics_count_requests_and_mirror_php_fpm_and_logs_are_json() {
     assert!(matched.is_some(), "idle/active never matched php-fpm's");
 
     // /status: JSON whose summary is summary()'s one line.
-    let (code, content_type, body) = s.http("/status");
+    let (code, content_type, body) = http(&t, "/status");
     assert_eq!((code, content_type.as_str()), (200, "application/json"));
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     let summary = status["summary"].as_str().unwrap();
@@ -591,15 +220,14 @@ fn metrics_count_requests_and_mirror_php_fpm_and_logs_are_json() {
     assert!(summary.contains("3 children"), "{summary}");
     assert_eq!(status["ready"], true);
     assert_eq!(status["php_fpm"]["pool"]["total processes"], 3);
-    let (code, _, body) = s.http("/healthz");
+    let (code, _, body) = http(&t, "/healthz");
     assert_eq!((code, body.as_str()), (200, "ok\n"));
-    assert_eq!(s.http("/nope").0, 404);
+    assert_eq!(http(&t, "/nope").0, 404);
 
     // log.format json: every line of tqsup's stderr is a JSON object, and
     // php-fpm's own lines are there with their level.
-    s.tqsup.signal(Signal::SIGTERM);
-    assert_eq!(s.tqsup.wait(secs(15)).code(), Some(0));
-    let log = s.tqsup.log_text();
+    assert_eq!(t.stop(secs(15)).code(), Some(0));
+    let log = t.log_text();
     let mut php_fpm_ready = false;
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line)
@@ -664,10 +292,11 @@ fn sd_notify_status_is_the_summary_of_status() {
     let path = project.join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
     sock.set_read_timeout(Some(secs(10))).unwrap();
-    let s = Stack::start_in(
+    let (_p, t) = start_in(
         project,
-        "interval_ms: 100, timeout_ms: 1000, failure_threshold: 3",
-        "",
+        json!({
+            "forward": { "health": { "interval_ms": 100, "timeout_ms": 1000, "failure_threshold": 3 } },
+        }),
         Some(&path),
     );
     let mut buf = vec![0u8; 4096];
@@ -677,7 +306,7 @@ fn sd_notify_status_is_the_summary_of_status() {
     while statuses.len() < 3 {
         let n = sock
             .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("no sd_notify message ({e}); log:\n{}", s.tqsup.log_text()));
+            .unwrap_or_else(|e| panic!("no sd_notify message ({e})"));
         let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
         ready_seen |= msg.lines().any(|l| l == "READY=1");
         statuses.extend(
@@ -691,7 +320,7 @@ fn sd_notify_status_is_the_summary_of_status() {
         check_summary(st);
         assert!(st.starts_with("php-fpm ready (generation 1); "), "{st}");
     }
-    let (_, _, body) = s.http("/status");
+    let (_, _, body) = http(&t, "/status");
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     let summary = status["summary"].as_str().unwrap();
     check_summary(summary);
@@ -708,26 +337,26 @@ fn readyz_is_503_while_php_fpm_is_stopped_and_200_after_sigcont() {
     // Pings every 100 ms; a high failure threshold keeps the liveness probe
     // from replacing the stopped php-fpm (and the breaker closed) while the
     // test looks: not answering one ping is enough to be not ready.
-    let s = Stack::start(
-        "interval_ms: 100, timeout_ms: 300, failure_threshold: 40, open_ms: 300",
-        "",
-    );
+    let (_p, t) = start(json!({
+        "forward": {
+            "health": { "interval_ms": 100, "timeout_ms": 300, "failure_threshold": 40, "open_ms": 300 },
+        },
+    }));
     let ok = (
         200,
         "text/plain; charset=utf-8".to_string(),
         "ready\n".to_string(),
     );
-    assert_eq!(s.http("/readyz"), ok);
-    let group = Pid::from_raw(s.php_fpm_master());
+    assert_eq!(http(&t, "/readyz"), ok);
+    let group = Pid::from_raw(php_fpm_master(&t));
     killpg(group, Signal::SIGSTOP).unwrap();
     let not_ready = eventually(secs(5), || {
-        let (code, _, body) = s.try_http("/readyz")?;
+        let (code, _, body) = try_http(&t, "/readyz")?;
         (code == 503).then_some(body)
     });
-    let status = s.try_http("/status");
+    let status = try_http(&t, "/status");
     let _ = killpg(group, Signal::SIGCONT);
-    let body = not_ready
-        .unwrap_or_else(|| panic!("/readyz never turned 503; log:\n{}", s.tqsup.log_text()));
+    let body = not_ready.unwrap_or_else(|| panic!("/readyz never turned 503"));
     assert_eq!(body, "not ready: php-fpm did not answer its last ping\n");
     let (_, _, status) = status.expect("/status while stopped");
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -737,17 +366,13 @@ fn readyz_is_503_while_php_fpm_is_stopped_and_200_after_sigcont() {
         "{status}"
     );
     let ready = eventually(secs(10), || {
-        let r = s.try_http("/readyz")?;
+        let r = try_http(&t, "/readyz")?;
         (r == ok).then_some(())
     });
-    assert!(
-        ready.is_some(),
-        "/readyz did not come back; log:\n{}",
-        s.tqsup.log_text()
-    );
+    assert!(ready.is_some(), "/readyz did not come back");
     // It was the same php-fpm that came back, not a replacement.
-    assert_eq!(s.php_fpm_master(), group.as_raw());
-    let m = s.metrics();
+    assert_eq!(php_fpm_master(&t), group.as_raw());
+    let m = metrics(&t);
     assert_eq!(m.sum("tqsup_php_fpm_restarts_total"), 0.0);
     assert_eq!(m.get("tqsup_php_fpm_up"), 1.0);
     assert_eq!(m.get("tqsup_forward_breaker_state"), 0.0);
@@ -758,30 +383,27 @@ fn readyz_is_503_while_the_breaker_is_open_or_php_fpm_restarts() {
     // Probe threshold 2: the forwarder's breaker opens and the supervisor's
     // liveness probe replaces the hung php-fpm, whichever comes first; tqsup
     // is not ready meanwhile and ready again with the new php-fpm.
-    let s = Stack::start(
-        "interval_ms: 100, timeout_ms: 300, failure_threshold: 2, open_ms: 300",
-        ", backoff_initial_ms: 500",
-    );
-    let master = s.php_fpm_master();
+    let (_p, t) = start(json!({
+        "forward": {
+            "health": { "interval_ms": 100, "timeout_ms": 300, "failure_threshold": 2, "open_ms": 300 },
+        },
+        "supervisor": { "backoff_initial_ms": 500 },
+    }));
+    let master = php_fpm_master(&t);
     killpg(Pid::from_raw(master), Signal::SIGSTOP).unwrap();
     let not_ready = eventually(secs(10), || {
-        let (code, _, body) = s.try_http("/readyz")?;
+        let (code, _, body) = try_http(&t, "/readyz")?;
         (code == 503).then_some(body)
     });
-    let body = not_ready
-        .unwrap_or_else(|| panic!("/readyz never turned 503; log:\n{}", s.tqsup.log_text()));
+    let body = not_ready.unwrap_or_else(|| panic!("/readyz never turned 503"));
     assert!(body.starts_with("not ready: "), "{body}");
     let ready = eventually(secs(20), || {
-        let (code, _, _) = s.try_http("/readyz")?;
+        let (code, _, _) = try_http(&t, "/readyz")?;
         (code == 200).then_some(())
     });
-    assert!(
-        ready.is_some(),
-        "/readyz did not come back; log:\n{}",
-        s.tqsup.log_text()
-    );
-    assert_ne!(s.php_fpm_master(), master, "the hung php-fpm was replaced");
-    let m = s.metrics();
+    assert!(ready.is_some(), "/readyz did not come back");
+    assert_ne!(php_fpm_master(&t), master, "the hung php-fpm was replaced");
+    let m = metrics(&t);
     assert_eq!(
         m.get("tqsup_php_fpm_restarts_total{reason=\"liveness\"}"),
         1.0,

@@ -14,8 +14,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::{Ran, run_with_timeout};
 
 const SUITE: &str = "bookworm";
 /// Packages added to minbase: what the checks run inside the root.
@@ -27,21 +29,6 @@ fn repo() -> PathBuf {
 
 fn work_dir() -> PathBuf {
     repo().join("target/package-test")
-}
-
-/// Runs `cmd` in its own process group; past `timeout` the whole group
-/// (cargo under package.sh, dpkg's children) is SIGKILLed.
-fn run(cmd: &mut Command, timeout: Duration) -> Output {
-    common::run_with_timeout(cmd, timeout)
-}
-
-fn text(cmd: &str, o: &Output) -> String {
-    format!(
-        "$ {cmd}\nstatus: {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The first Debian mirror apt is configured with (deb822 `URIs:` or a
@@ -85,7 +72,7 @@ fn rootfs_tarball() -> Result<PathBuf, String> {
         return Ok(tarball);
     }
     if !Path::new("/usr/sbin/debootstrap").exists() {
-        let o = run(
+        let o = run_with_timeout(
             Command::new("apt-get")
                 .args(["install", "-y", "-q", "debootstrap"])
                 .env("DEBIAN_FRONTEND", "noninteractive"),
@@ -94,7 +81,7 @@ fn rootfs_tarball() -> Result<PathBuf, String> {
         if !o.status.success() {
             return Err(format!(
                 "debootstrap is missing and could not be installed:\n{}",
-                text("apt-get install -y debootstrap", &o)
+                o.text()
             ));
         }
     }
@@ -106,7 +93,7 @@ fn rootfs_tarball() -> Result<PathBuf, String> {
     say(&format!(
         "package test: debootstrap {SUITE} from {mirror} (first run only; takes minutes)"
     ));
-    let o = run(
+    let o = run_with_timeout(
         Command::new("debootstrap")
             .arg("--variant=minbase")
             .arg(format!("--include={INCLUDE}"))
@@ -133,14 +120,14 @@ fn rootfs_tarball() -> Result<PathBuf, String> {
                 "debootstrap cannot reach the mirror {mirror}:\n{all}"
             ));
         }
-        panic!("{}\n{log}", text("debootstrap", &o));
+        panic!("{}\n{log}", o.text());
     }
     say(&format!(
         "package test: debootstrap took {:?}",
         started.elapsed()
     ));
     let partial = tarball.with_extension("tar.partial");
-    let o = run(
+    let o = run_with_timeout(
         Command::new("tar")
             .arg("-C")
             .arg(&build)
@@ -149,7 +136,7 @@ fn rootfs_tarball() -> Result<PathBuf, String> {
             .arg("."),
         Duration::from_secs(300),
     );
-    assert!(o.status.success(), "{}", text("tar -c", &o));
+    assert_ok!(o);
     std::fs::rename(&partial, &tarball).unwrap();
     std::fs::remove_dir_all(&build).unwrap();
     Ok(tarball)
@@ -172,7 +159,7 @@ impl Root {
             path,
             proc_mounted: false,
         };
-        let o = run(
+        let o = run_with_timeout(
             Command::new("tar")
                 .arg("-C")
                 .arg(&root.path)
@@ -180,14 +167,14 @@ impl Root {
                 .arg(tarball),
             Duration::from_secs(300),
         );
-        assert!(o.status.success(), "{}", text("tar -x", &o));
-        let o = run(
+        assert_ok!(o);
+        let o = run_with_timeout(
             Command::new("mount")
                 .args(["-t", "proc", "proc"])
                 .arg(root.path.join("proc")),
             Duration::from_secs(30),
         );
-        assert!(o.status.success(), "{}", text("mount -t proc", &o));
+        assert_ok!(o);
         root.proc_mounted = true;
         root
     }
@@ -197,8 +184,8 @@ impl Root {
     }
 
     /// `sh -c script` inside the root, as root, with a plain environment.
-    fn sh(&self, script: &str) -> Output {
-        run(
+    fn sh(&self, script: &str) -> Ran {
+        run_with_timeout(
             Command::new("chroot")
                 .arg(&self.path)
                 .args(["/bin/sh", "-c", script])
@@ -214,7 +201,7 @@ impl Root {
     /// Like [`Root::sh`], but it must succeed; returns stdout.
     fn ok(&self, script: &str) -> String {
         let o = self.sh(script);
-        assert!(o.status.success(), "{}", text(script, &o));
+        assert_ok!(o);
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
@@ -231,7 +218,7 @@ impl Root {
 impl Drop for Root {
     fn drop(&mut self) {
         if self.proc_mounted {
-            let _ = run(
+            let _ = run_with_timeout(
                 Command::new("umount").arg(self.join("/proc")),
                 Duration::from_secs(30),
             );
@@ -313,11 +300,11 @@ fn the_deb_installs_into_a_clean_debian_12_and_works_there() {
     };
     let t_rootfs = started.elapsed();
 
-    let o = run(
+    let o = run_with_timeout(
         &mut Command::new(repo().join("scripts/package.sh")),
         Duration::from_secs(1200),
     );
-    assert!(o.status.success(), "{}", text("scripts/package.sh", &o));
+    assert_ok!(o);
     let deb = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
     assert!(
         deb.is_absolute() || repo().join(&deb).is_file(),
@@ -373,18 +360,14 @@ fn the_deb_installs_into_a_clean_debian_12_and_works_there() {
             .is_symlink(),
         "not enabled:\n{install}"
     );
-    let o = run(
+    let o = run_with_timeout(
         Command::new("systemd-analyze")
             .arg("verify")
             .arg(format!("--root={}", root.path.display()))
             .arg("tqsup.service"),
         Duration::from_secs(60),
     );
-    assert!(
-        o.status.success() && o.stderr.is_empty(),
-        "{}",
-        text("systemd-analyze verify --root=… tqsup.service", &o)
-    );
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", o.text());
     // The unit's Group= exists there.
     root.ok("getent group www-data");
 
@@ -404,11 +387,7 @@ fn the_deb_installs_into_a_clean_debian_12_and_works_there() {
     // The man page renders, without groff warnings.
     let o = root.sh("MANWIDTH=80 man -P cat -l /usr/share/man/man8/tqsup.8.gz");
     let page = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success() && o.stderr.is_empty(),
-        "{}",
-        text("man -l", &o)
-    );
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", o.text());
     for s in [
         "tqsup(8)",
         "SYNOPSIS",

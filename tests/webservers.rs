@@ -8,29 +8,23 @@
 //! and PHP writing to stderr (which must not become a 502).
 
 mod common;
-#[path = "webservers/http.rs"]
-mod http;
 #[path = "webservers/servers.rs"]
 mod servers;
 #[path = "webservers/stack.rs"]
 mod stack;
 
-use common::Guard;
-use http::{Reply, curl, sha256, sha256_file};
-use stack::{BIG_MIB, POST_MIB, Tqsup, big_block, tail};
+use common::http::{Reply, curl};
+use common::{Guard, sha256_file};
+use stack::{BIG_MIB, POST_MIB, WebStack, big_block};
 
-/// Runs the six checks against `server` (already started in front of `tq`).
-fn exercise(name: &str, tq: &Tqsup, server: &Guard) {
+/// Runs the six checks against `server` (already started in front of
+/// `tq`). A failure names the check and the reply; the server's and
+/// tqsup's logs follow as their guards drop.
+fn exercise(name: &str, tq: &WebStack, server: &Guard) {
     let base = format!("http://{}", tq.site);
     let scratch = tq.project.join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
-    let ctx = |what: &str, r: &Reply| {
-        format!(
-            "{name}: {what}: {r:?}\n--- {name} log:\n{}\n--- tqsup log:\n{}",
-            tail(&server.log_text()),
-            tail(&tq.guard.log_text())
-        )
-    };
+    let ctx = |what: &str, r: &Reply| format!("{name}: {what}: {r:?}");
 
     // A GET, by script path and through the front controller / index.
     let r = curl(&scratch, &format!("{base}/index.php?n={name}"), &[]);
@@ -57,9 +51,7 @@ fn exercise(name: &str, tq: &Tqsup, server: &Guard) {
     );
 
     // A 5 MiB POST; PHP answers with its length and sha256.
-    let data: Vec<u8> = (0..POST_MIB * 1024 * 1024)
-        .map(|i| ((i as u32).wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let data = common::varied_bytes(POST_MIB * 1024 * 1024);
     let upload = scratch.join("upload.bin");
     std::fs::write(&upload, &data).unwrap();
     let want = format!("{} {}\n", data.len(), sha256_file(&upload));
@@ -87,7 +79,9 @@ fn exercise(name: &str, tq: &Tqsup, server: &Guard) {
     };
     assert_eq!(r.status, 200, "{}", ctx("big", &short));
     assert_eq!(r.body.len(), BIG_MIB << 20, "{}", ctx("big", &short));
-    let got_hash = sha256(&scratch, &r.body);
+    let got = scratch.join("big.bin");
+    std::fs::write(&got, &r.body).unwrap();
+    let got_hash = sha256_file(&got);
     assert_eq!(
         r.header("x-body-sha256"),
         Some(got_hash.as_str()),
@@ -129,28 +123,12 @@ fn exercise(name: &str, tq: &Tqsup, server: &Guard) {
     // tqsup is still the one serving, and still healthy.
     let r = curl(&scratch, &format!("{base}/index.php?n=again"), &[]);
     assert_eq!(r.text(), "hello again GET\n", "{}", ctx("GET after", &r));
-    assert!(
-        server.child_alive() && tq.guard.child_alive(),
-        "{name} or tqsup exited"
-    );
-}
-
-trait Alive {
-    fn child_alive(&self) -> bool;
-}
-
-impl Alive for Guard {
-    fn child_alive(&self) -> bool {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), None).is_ok()
-            && std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-                .map(|s| !s.contains(") Z "))
-                .unwrap_or(false)
-    }
+    assert!(server.alive() && tq.tqsup.alive(), "{name} or tqsup exited");
 }
 
 #[test]
 fn nginx_through_tqsup() {
-    let tq = Tqsup::start();
+    let tq = WebStack::start();
     let server = servers::nginx(&tq);
     exercise("nginx", &tq, &server);
     // PHP's stderr reaches nginx's error log (nginx logs FastCGI STDERR).
@@ -165,21 +143,21 @@ fn nginx_through_tqsup() {
 
 #[test]
 fn apache_through_tqsup() {
-    let tq = Tqsup::start();
+    let tq = WebStack::start();
     let server = servers::apache(&tq);
     exercise("apache", &tq, &server);
 }
 
 #[test]
 fn caddy_through_tqsup() {
-    let tq = Tqsup::start();
+    let tq = WebStack::start();
     let server = servers::caddy(&tq);
     exercise("caddy", &tq, &server);
 }
 
 #[test]
 fn haproxy_through_tqsup() {
-    let tq = Tqsup::start();
+    let tq = WebStack::start();
     let server = servers::haproxy(&tq);
     exercise("haproxy", &tq, &server);
 }

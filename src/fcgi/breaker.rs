@@ -200,6 +200,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_inconclusive_probe_lets_the_next_one_try_and_stays_half_open() {
+        let mut b = Breaker::new(1, Duration::from_secs(5));
+        b.failure(Instant::now());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(b.allows_probe(Instant::now()));
+        // The probe only waited for a connection (saturation): no verdict.
+        b.probe_inconclusive();
+        assert_eq!(b.state(), BreakerState::HalfOpen { probing: false });
+        assert!(!b.allows_request(Instant::now()));
+        assert!(b.allows_probe(Instant::now()), "the next probe may go");
+        // Saying so outside a probe changes nothing.
+        b.success();
+        b.probe_inconclusive();
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn reset_closes_it() {
         let mut b = Breaker::new(1, Duration::from_secs(60));
         b.failure(Instant::now());

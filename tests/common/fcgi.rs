@@ -1,9 +1,5 @@
 //! A test-side FastCGI client (raw records, blocking std sockets) and a
 //! stack of real php-fpm + `tqsup run` (forwarding only) to point it at.
-//!
-//! Included by test files as `#[path = "common/fcgi.rs"] mod fcgi;` next to
-//! `mod common;`.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -12,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{Guard, Project, eventually, free_port, php_fpm};
+use serde_json::{Value, json};
+
+use super::{Guard, Project, Tqsup, TqsupProject, eventually, free_addr, php_fpm};
 
 pub const BEGIN: u8 = 1;
 pub const ABORT: u8 = 2;
@@ -273,8 +271,8 @@ pub struct StackOpts {
     pub queue_timeout_ms: u64,
     /// Forward listener on a unix socket instead of TCP.
     pub unix_listener: bool,
-    /// More `forward:` keys, as YAML lines indented by two spaces.
-    pub forward_extra: &'static str,
+    /// Merged into tqsup's `forward:` section.
+    pub forward: Value,
 }
 
 impl Default for StackOpts {
@@ -284,19 +282,21 @@ impl Default for StackOpts {
             max_requests: 0,
             queue_timeout_ms: 5000,
             unix_listener: false,
-            forward_extra: "",
+            forward: json!({}),
         }
     }
 }
 
-/// Real php-fpm (its own private socket) with `tqsup run` forwarding to it.
+/// Real php-fpm (its own private socket, not supervised) with `tqsup run`
+/// forwarding to it.
 pub struct Stack {
-    pub project: Project,
+    pub tqsup: Tqsup,
+    pub fpm: Guard,
     pub fpm_socket: PathBuf,
     /// The forward listener: `127.0.0.1:port` or a socket path.
     pub addr: String,
-    pub tqsup: Guard,
-    pub fpm: Guard,
+    /// Last, so the processes are gone before the directory is removed.
+    pub project: TqsupProject,
 }
 
 /// PHP scripts the forwarding tests use.
@@ -334,9 +334,10 @@ fn write_scripts(p: &Project) {
 
 impl Stack {
     pub fn start(opts: StackOpts) -> Stack {
-        let project = Project::new();
+        let mut project = TqsupProject::new();
         write_scripts(&project);
         let fpm_socket = project.join("fpm.sock");
+        // php-fpm's own ini file: not tqsup's config.
         let conf = project.write(
             "fpm.conf",
             &format!(
@@ -356,46 +357,30 @@ impl Stack {
         let addr = if opts.unix_listener {
             project.join("forward.sock").display().to_string()
         } else {
-            format!("127.0.0.1:{}", free_port())
+            free_addr()
         };
-        let cfg = project.write(
-            "tqsup.yaml",
-            &format!(
-                "php_fpm:\n  enabled: false\n  listen: {}\n  pool: {{ type: static, max_children: {} }}\n\
-                 forward:\n  listen: \"{}\"\n  queue_timeout_ms: {}\n{}log: {{ level: info }}\n",
-                fpm_socket.display(),
-                opts.children,
-                addr,
-                opts.queue_timeout_ms,
-                opts.forward_extra,
-            ),
-        );
-        assert!(
-            eventually(Duration::from_secs(10), || fpm_socket
-                .exists()
-                .then_some(()))
-            .is_some(),
-            "php-fpm did not start:\n{}",
-            fpm.log_text()
-        );
-        let tqsup = Guard::spawn(
-            crate::common::tqsup()
-                .args(["run", "-c"])
-                .arg(&cfg)
-                .current_dir(project.path()),
-            project.join("tqsup.log"),
-        );
-        assert!(
-            tqsup.wait_log("forward listener ready", Duration::from_secs(10)),
-            "tqsup did not start:\n{}",
-            tqsup.log_text()
-        );
+        project
+            .merge(json!({
+                "php_fpm": {
+                    "enabled": false,
+                    "listen": fpm_socket,
+                    "pool": { "type": "static", "max_children": opts.children },
+                },
+                "forward": { "listen": addr, "queue_timeout_ms": opts.queue_timeout_ms },
+                "log": { "level": "info" },
+            }))
+            .merge(json!({ "forward": opts.forward }));
+        let up = eventually(Duration::from_secs(10), || {
+            fpm_socket.exists().then_some(())
+        });
+        assert!(up.is_some(), "php-fpm did not start");
+        let tqsup = project.start();
         Stack {
-            project,
-            fpm_socket,
-            addr,
             tqsup,
             fpm,
+            fpm_socket,
+            addr,
+            project,
         }
     }
 

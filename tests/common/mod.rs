@@ -1,63 +1,52 @@
-//! Shared helpers for the integration tests: temp projects, the real tqsup
-//! binary as a subprocess with a hard timeout, and real php-fpm / cgi-fcgi.
-#![allow(dead_code)]
+//! The integration tests' one harness: temp projects whose tqsup.yaml is
+//! written from a typed value ([`TqsupProject`]), the real tqsup binary as
+//! a subprocess with a hard timeout ([`Tqsup`], [`Ran`]), and real php-fpm,
+//! nginx, cgi-fcgi and wrk. Whatever a failing test started prints the tail
+//! of its log (and tqsup its /metrics) before it is killed.
+// Each test binary uses its own part of the harness.
+#![allow(dead_code, unused_imports)]
 
-use std::io::Read;
+#[macro_use]
+mod process;
+pub mod fcgi;
+pub mod http;
+pub mod nginx;
+mod project;
+mod running;
+pub mod site;
+pub mod wrk;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The tqsup binary built by cargo for this test run.
+pub use process::{Guard, LOG_TAIL_LINES, Ran, command_line, run_with_timeout, wait_timeout};
+pub use project::{Project, TqsupProject, merge};
+pub use running::Tqsup;
+pub use serde_json::{Value, json};
+
+/// The tqsup binary built by cargo for this test run, without the
+/// environment a developer's shell may carry.
 pub fn tqsup() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tqsup"));
+    tqsup_at(Path::new(env!("CARGO_BIN_EXE_tqsup")))
+}
+
+/// [`tqsup`] for a copy of the binary at `program`.
+pub fn tqsup_at(program: &Path) -> Command {
+    let mut c = Command::new(program);
     c.env_remove("TQSUP_CONFIG")
         .env_remove("RUST_LOG")
         .env_remove("NOTIFY_SOCKET");
     c
 }
 
-/// A temp project: `public/index.php` and whatever files the test adds.
-pub struct Project {
-    pub dir: tempfile::TempDir,
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
 }
 
-impl Project {
-    pub fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("tqsup-test-")
-            .tempdir()
-            .unwrap();
-        // php-fpm children may run as www-data when tests run as root.
-        set_mode(dir.path(), 0o755);
-        let p = Project { dir };
-        p.write("public/index.php", "<?php echo \"hello from php\\n\";\n");
-        p
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn join(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// Writes a file (creating parent directories, world-readable).
-    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
-        let p = self.join(rel);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).unwrap();
-            let mut d = parent.to_path_buf();
-            while d.starts_with(self.path()) && d != self.path() {
-                set_mode(&d, 0o755);
-                d.pop();
-            }
-        }
-        std::fs::write(&p, text).unwrap();
-        set_mode(&p, 0o644);
-        p
-    }
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 pub fn set_mode(p: &Path, mode: u32) {
@@ -79,55 +68,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Runs a command to completion with a hard timeout: it runs in its own
-/// process group, and past `timeout` the whole group (its children too) is
-/// SIGKILLed.
-pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
-    use std::os::unix::process::CommandExt as _;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let status = wait_timeout(&mut child, timeout).unwrap_or_else(|| {
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-        let status = child.wait().unwrap();
-        eprintln!("command timed out after {timeout:?}, its group killed: {cmd:?}");
-        status
-    });
-    Output {
-        status,
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-    }
+/// `127.0.0.1:<a free port>`.
+pub fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
 }
 
-pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return Some(s);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// A name no other test (nor test binary) running now uses, e.g. for a
+/// php-fpm pool whose processes a test finds by name.
+pub fn unique_name(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}{:x}x{n}",
+        nanos ^ std::process::id().rotate_left(16)
+    )
 }
 
 /// Polls `f` until it returns Some or the timeout passes.
@@ -144,77 +102,15 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
-/// A child process killed (with its process group) when dropped, so a failing
-/// test never leaves php-fpm or nginx behind. Its stderr goes to a file.
-pub struct Guard {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Guard {
-    /// Spawns `cmd` in its own process group, stdout+stderr to `log`.
-    pub fn spawn(cmd: &mut Command, log: PathBuf) -> Guard {
-        use std::os::unix::process::CommandExt;
-        let f = std::fs::File::create(&log).unwrap();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .process_group(0)
-            .spawn()
-            .expect("spawn");
-        Guard { child, log }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends `sig` to the process (not its group).
-    pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
-    }
-
-    /// Waits for exit, or kills the group and panics with the log.
-    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        match wait_timeout(&mut self.child, timeout) {
-            Some(s) => s,
-            None => panic!(
-                "process did not exit within {timeout:?}; log:\n{}",
-                self.log_text()
-            ),
-        }
-    }
-
-    /// Polls the log until it contains `needle`.
-    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        eventually(timeout, || self.log_text().contains(needle).then_some(())).is_some()
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        // Never `/bin/kill -KILL -PGID`: Debian 12's procps kill mis-parses a
-        // negative pid after a signal name and kills every process (pid -1).
-        let pgid = self.pid();
-        if pgid > 1 {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// A FastCGI request with the real `cgi-fcgi` (libfcgi-bin) to `addr`
-/// (host:port or socket path). Returns its stdout (CGI headers + body).
-pub fn cgi_fcgi(addr: &str, script_filename: &Path, script_name: &str, query: &str) -> Output {
+/// (host:port or socket path). Its stdout is the CGI headers and body.
+pub fn cgi_fcgi(addr: &str, script_filename: &Path, script_name: &str, query: &str) -> Ran {
     run_with_timeout(
         Command::new("cgi-fcgi")
             .args(["-bind", "-connect", addr])
@@ -254,11 +150,7 @@ pub fn pids_matching(needle: &str) -> Vec<i32> {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains(needle) {
+        if cmdline(pid).contains(needle) {
             out.push(pid);
         }
     }
@@ -267,7 +159,7 @@ pub fn pids_matching(needle: &str) -> Vec<i32> {
 
 /// Children of `pid`, over all its threads (tokio spawns from any of them).
 pub fn children(pid: i32) -> Vec<i32> {
-    tqsup::fcgi::peer::children_of(pid as u32)
+    ::tqsup::fcgi::peer::children_of(pid as u32)
         .into_iter()
         .map(|p| p as i32)
         .collect()
@@ -285,4 +177,50 @@ pub fn master_of(tqsup: i32) -> Option<i32> {
     children(tqsup)
         .into_iter()
         .find(|p| cmdline(*p).contains("php-fpm: master"))
+}
+
+/// The workers of pool `pool` under php-fpm's `master` (not those of
+/// `<pool>_status`, php-fpm's status pool that answers tqsup's ping).
+pub fn workers_of(master: i32, pool: &str) -> Vec<i32> {
+    let name = format!("php-fpm: pool {pool}");
+    children(master)
+        .into_iter()
+        .filter(|p| cmdline(*p).trim() == name)
+        .collect()
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// A `Key: <n> kB` line of /proc/<pid>/status (VmRSS, VmHWM), in KiB.
+pub fn proc_status_kib(pid: i32, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
+}
+
+/// The sha256 of a file, by `sha256sum`.
+pub fn sha256_file(path: &Path) -> String {
+    let out = run_with_timeout(Command::new("sha256sum").arg(path), Duration::from_secs(30));
+    assert_ok!(out);
+    out.out().split_whitespace().next().unwrap().to_string()
+}
+
+/// `len` bytes that do not repeat quickly (for bodies checked by hash).
+pub fn varied_bytes(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
 }

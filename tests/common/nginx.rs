@@ -1,15 +1,11 @@
 //! Real nginx in front of tqsup's forward listener, the way production runs
 //! it: upstream `keepalive 32` and `fastcgi_keep_conn on` (DESIGN §1).
-//!
-//! Included by test files as `#[path = "common/nginx.rs"] mod nginx;` next to
-//! `mod common;`.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{Guard, Project, eventually, free_port};
+use super::{Guard, Project, eventually, free_port};
 
 /// A foreground nginx (one worker) on `127.0.0.1:port`, configured in
 /// `<project>/nginx/`; killed with its workers when dropped.
@@ -63,7 +59,7 @@ impl Nginx {
         let ok = eventually(Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok()
         });
-        assert!(ok.is_some(), "nginx did not start: {}", guard.log_text());
+        assert!(ok.is_some(), "nginx did not start");
         Nginx {
             guard,
             port,

@@ -3,97 +3,27 @@
 //! in one temp project. Plus what load and fault tests look at: php-fpm's
 //! pids, tqsup's restarts, one request through nginx, and a [`Verdict`] that
 //! checks every expectation and, on failure, prints the numbers with tqsup's
-//! log, nginx's error log and wrk's output.
-//!
-//! Included by test files as `#[path = "common/site.rs"] mod site;` after
-//! `mod common;` and the `nginx` and `wrk` modules.
-#![allow(dead_code)]
+//! log and /metrics, nginx's error log and wrk's output.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{Guard, Project, children, cmdline, eventually, master_of, run_with_timeout};
-use crate::nginx::Nginx;
-use crate::wrk::{Load, PAYLOAD_LEN, Report, Running};
+use serde_json::json;
 
-/// The parts of tqsup.yaml these tests vary (DESIGN §4); the rest is
-/// default or fixed below.
-#[derive(Clone, Debug)]
-pub struct SiteConfig {
-    /// `pool.max_children` of a static pool.
-    pub children: u32,
-    pub max_requests: u32,
-    /// `php_fpm.document_root`, relative to the project; nginx's root too.
-    pub document_root: String,
-    pub queue_timeout_ms: u64,
-    /// `forward.health.interval_ms`, also its `timeout_ms`. 500 ms (not the
-    /// 2 s default) so a wrong restart shows within a short load.
-    pub health_interval_ms: u64,
-    pub health_failure_threshold: u32,
-    /// `php_fpm.env.TQ_VERSION`, which `post.php` prints: a value a reload
-    /// must apply.
-    pub version: String,
-    /// Extra `forward:` lines (indented two spaces), e.g. lanes.
-    pub forward_extra: String,
-    /// Extra keys of the `log:` flow mapping, e.g. `, access: true`.
-    pub log_extra: String,
-    /// Extra `php_fpm.pool` keys after the defaults, e.g.
-    /// `type: dynamic, start_servers: 2` (a later key wins in YAML flow).
-    pub pool_extra: String,
-}
-
-impl Default for SiteConfig {
-    fn default() -> Self {
-        SiteConfig {
-            children: 4,
-            max_requests: 0,
-            document_root: "public".into(),
-            queue_timeout_ms: 30000,
-            health_interval_ms: 500,
-            health_failure_threshold: 3,
-            version: "v0".into(),
-            pool_extra: String::new(),
-            forward_extra: String::new(),
-            log_extra: String::new(),
-        }
-    }
-}
-
-impl SiteConfig {
-    fn yaml(&self, project: &Project) -> String {
-        format!(
-            "php_fpm:\n  document_root: {root}\n  env: {{ TQ_VERSION: \"{version}\" }}\n  pool: {{ max_children: {children}, max_requests: {max_requests}, {pool} }}\n\
-             forward:\n  listen: {sock}\n  socket_mode: \"0666\"\n  queue_timeout_ms: {queue}\n\
-             \x20 health: {{ interval_ms: {interval}, timeout_ms: {interval}, failure_threshold: {threshold} }}\n{forward_extra}\
-             supervisor: {{ stop_timeout_ms: 10000 }}\nlog: {{ level: info{log_extra} }}\n",
-            root = project.join(&self.document_root).display(),
-            version = self.version,
-            children = self.children,
-            max_requests = self.max_requests,
-            forward_extra = self.forward_extra,
-            log_extra = self.log_extra,
-            pool = if self.pool_extra.is_empty() {
-                "type: static"
-            } else {
-                &self.pool_extra
-            },
-            sock = project.join("tqsup.sock").display(),
-            queue = self.queue_timeout_ms,
-            interval = self.health_interval_ms,
-            threshold = self.health_failure_threshold,
-        )
-    }
-}
+use super::nginx::Nginx;
+use super::wrk::{Load, PAYLOAD_LEN, Report, Running};
+use super::{
+    Project, Tqsup, TqsupProject, children, cmdline, eventually, free_addr, run_with_timeout, tail,
+};
 
 /// nginx → tqsup → php-fpm, stopped (tqsup gracefully, then killed) when
 /// dropped.
 pub struct Site {
-    pub config: SiteConfig,
     pub nginx: Nginx,
-    pub tqsup: Guard,
+    pub tqsup: Tqsup,
     /// Last, so the processes are gone before the directory is removed.
-    pub project: Project,
+    pub project: TqsupProject,
 }
 
 /// `lib/check.php`: `checked_body()` says `body-ok` when a POST carried the
@@ -147,41 +77,42 @@ fn write_scripts(project: &Project) {
 }
 
 impl Site {
-    /// A project with the common scripts; a test may add files (e.g. release
-    /// dirs) before [`Site::start`].
-    pub fn project() -> Project {
-        let p = Project::new();
+    /// A project with the common scripts and the site's config: a static
+    /// pool of 4 with `php_fpm.env.TQ_VERSION` (which `post.php` prints: a
+    /// value a reload must apply), health pings every 500 ms (not the 2 s
+    /// default, so a wrong restart shows within a short load) and an admin
+    /// endpoint for the diagnostics. A test changes the config or adds files
+    /// (e.g. release dirs) before [`Site::start`].
+    pub fn project() -> TqsupProject {
+        let mut p = TqsupProject::new();
         write_scripts(&p);
-        std::fs::create_dir_all(p.join("run")).unwrap();
+        let (root, sock) = (p.join("public"), p.join("tqsup.sock"));
+        p.merge(json!({
+            "php_fpm": {
+                "document_root": root,
+                "env": { "TQ_VERSION": "v0" },
+                "pool": { "type": "static", "max_children": 4, "max_requests": 0 },
+            },
+            "forward": {
+                "listen": sock,
+                "socket_mode": "0666",
+                "queue_timeout_ms": 30000,
+                "health": { "interval_ms": 500, "timeout_ms": 500, "failure_threshold": 3 },
+            },
+            "admin": { "listen": free_addr() },
+            "supervisor": { "stop_timeout_ms": 10000 },
+            "log": { "level": "info" },
+        }));
         p
     }
 
-    /// Writes the config, starts tqsup and nginx, and waits until
-    /// `/index.php` answers 200 through nginx.
-    pub fn start(project: Project, config: SiteConfig) -> Site {
-        let cfg = project.write("tqsup.yaml", &config.yaml(&project));
-        let tqsup = Guard::spawn(
-            crate::common::tqsup()
-                .args(["run", "-c"])
-                .arg(&cfg)
-                .env("RUNTIME_DIRECTORY", project.join("run"))
-                .current_dir(project.path()),
-            project.join("tqsup.log"),
-        );
-        let sock = project.join("tqsup.sock");
-        let listening = eventually(Duration::from_secs(15), || sock.exists().then_some(()));
-        assert!(
-            listening.is_some(),
-            "tqsup did not listen:\n{}",
-            tqsup.log_text()
-        );
-        let nginx = Nginx::start(
-            &project,
-            &sock.display().to_string(),
-            &project.join(&config.document_root),
-        );
+    /// Starts tqsup, then nginx (its root is `php_fpm.document_root`), and
+    /// waits until `/index.php` answers 200 through nginx.
+    pub fn start(project: TqsupProject) -> Site {
+        let tqsup = project.start();
+        let root = PathBuf::from(project.get("php_fpm.document_root").as_str().unwrap());
+        let nginx = Nginx::start(&project, &tqsup.forward(), &root);
         let site = Site {
-            config,
             nginx,
             tqsup,
             project,
@@ -198,28 +129,27 @@ impl Site {
         site
     }
 
-    /// Rewrites tqsup.yaml atomically (write + rename: a reload still
-    /// running never reads half a file); it takes effect at the next SIGHUP.
-    pub fn reconfigure(&mut self, change: impl FnOnce(&mut SiteConfig)) {
-        change(&mut self.config);
-        let next = self
-            .project
-            .write("tqsup.yaml.next", &self.config.yaml(&self.project));
-        std::fs::rename(next, self.project.join("tqsup.yaml")).unwrap();
+    /// Changes the config and rewrites tqsup.yaml (atomically); it takes
+    /// effect at the next SIGHUP.
+    pub fn reconfigure(&mut self, change: impl FnOnce(&mut TqsupProject)) {
+        change(&mut self.project);
+        self.project.write_config();
     }
 
     /// Sets `php_fpm.env.TQ_VERSION` in tqsup.yaml.
     pub fn set_version(&mut self, v: &str) {
-        self.reconfigure(|c| c.version = v.into());
+        self.reconfigure(|p| {
+            p.set("php_fpm.env.TQ_VERSION", v);
+        });
     }
 
     pub fn hup(&self) {
-        self.tqsup.signal(nix::sys::signal::Signal::SIGHUP);
+        self.tqsup.hup();
     }
 
     /// The php-fpm master tqsup runs now.
     pub fn master(&self) -> Option<i32> {
-        master_of(self.tqsup.pid())
+        self.tqsup.master()
     }
 
     /// Every process below tqsup: php-fpm masters and their workers.
@@ -294,8 +224,9 @@ impl Site {
         load.start(&self.nginx.base_url(), self.project.path())
     }
 
-    /// For a failure message: tqsup's warnings and errors and the tail of
-    /// its log, the tail of nginx's error log, each wrk run's output. The
+    /// For a failure message: tqsup's warnings and errors, the tail of its
+    /// log and its /metrics, the tail of nginx's error log, each wrk run's
+    /// output. The
     /// whole logs are copied to `<target>/tmp/load-logs/<test>/` first (the
     /// project dir goes with the test).
     pub fn diagnostics(&self, test: &str, reports: &[&Report]) -> String {
@@ -314,12 +245,14 @@ impl Site {
             "--- full logs saved in {} ---\n\
              --- tqsup log: {} WARN/ERROR line(s), the first 60 ---\n{}\n\
              --- tqsup log: the last 40 lines ---\n{}\n\
-             --- nginx error log: the last 40 lines ---\n{}\n",
+             --- nginx error log: the last 40 lines ---\n{}\n\
+             --- tqsup's /metrics ---\n{}\n",
             saved.display(),
             serious.len(),
             serious[..serious.len().min(60)].join("\n"),
             tail(&log, 40),
             tail(&self.nginx.error_log_text(), 40),
+            self.tqsup.metrics_text().unwrap_or_default(),
         );
         for (i, r) in reports.iter().enumerate() {
             s.push_str(&format!(
@@ -340,21 +273,6 @@ impl Site {
             reports: Vec::new(),
         }
     }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        // Graceful first, so php-fpm goes with tqsup; the Guards kill the
-        // rest.
-        self.tqsup.signal(nix::sys::signal::Signal::SIGTERM);
-        let _ = crate::common::wait_timeout(&mut self.tqsup.child, Duration::from_secs(5));
-    }
-}
-
-/// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Every expectation of a test, checked together: all numbers are printed

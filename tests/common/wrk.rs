@@ -2,10 +2,6 @@
 //! lua script tallies each non-2xx status, each 2xx whose body lacks the
 //! expected marker, and prints wrk's socket errors and max latency as
 //! `LOAD …` lines that [`Report`] parses.
-//!
-//! Included by test files as `#[path = "common/wrk.rs"] mod wrk;` next to
-//! `mod common;`.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::common::run_with_timeout;
+use super::run_with_timeout;
 
 /// Length of the `payload` field of [`form_body`].
 pub const PAYLOAD_LEN: usize = 400;

@@ -5,7 +5,7 @@ use super::*;
 
 /// Copies `config/dev.yaml` and `config/demo` into a temp project
 /// (world-readable for the pool).
-fn demo_project() -> Project {
+fn demo_project() -> TqsupProject {
     let project = Project::new();
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
     for rel in [
@@ -17,7 +17,8 @@ fn demo_project() -> Project {
         let text = std::fs::read_to_string(src.join(rel)).unwrap();
         project.write(rel, &text);
     }
-    project
+    // Its config is the shipped file, as it is.
+    TqsupProject::in_project(project)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,12 +2,10 @@
 
 use super::*;
 
-const NO_HOOKS: &str = "    []\n";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_static_files_and_php() {
     with_timeout(async {
-        let site = Site::start(NO_HOOKS).await;
+        let site = Site::start(vec![]).await;
 
         let r = site.get("/").await;
         assert_eq!(r.status, 200);
@@ -83,9 +81,9 @@ async fn routes_static_files_and_php() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_bodies_reach_php_intact() {
     with_timeout(async {
-        let site = Site::start(NO_HOOKS).await;
+        let site = Site::start(vec![]).await;
         // 1 MiB of varied bytes: many FastCGI records.
-        let body: Vec<u8> = (0..1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let body = common::varied_bytes(1024 * 1024);
         let expected = format!("{} {} application/octet-stream", body.len(), crc32(&body));
 
         let head = format!(
@@ -116,7 +114,7 @@ async fn post_bodies_reach_php_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_stream_as_php_flushes() {
     with_timeout(async {
-        let site = Site::start(NO_HOOKS).await;
+        let site = Site::start(vec![]).await;
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", site.port))
             .await
             .unwrap();
@@ -158,7 +156,7 @@ async fn responses_stream_as_php_flushes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn editing_index_php_changes_the_next_response() {
     with_timeout(async {
-        let site = Site::start(NO_HOOKS).await;
+        let site = Site::start(vec![]).await;
         assert_eq!(site.get("/").await.json()["version"], 1);
         // A person's edit comes more than a second after the last request;
         // opcache compares whole-second timestamps.
@@ -180,7 +178,7 @@ async fn editing_index_php_changes_the_next_response() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_files_answer_range_requests() {
     with_timeout(async {
-        let site = Site::start(NO_HOOKS).await;
+        let site = Site::start(vec![]).await;
         const LEN: usize = 10 * 1024 * 1024;
         let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
         let file = site.project.join("public/big.bin");

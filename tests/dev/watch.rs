@@ -2,15 +2,11 @@
 
 use super::*;
 
-fn hook(name: &str, run: &str, paths: &str, then: &str) -> String {
-    format!("    - {{ name: {name}, run: \"{run}\", paths: [\"{paths}\"], then: {then} }}\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_runs_the_hook_and_a_burst_runs_it_once_or_twice() {
     with_timeout(async {
         let hooks = hook("count", "echo run >> .tqserver/count", "src/**", "none");
-        let mut site = Site::start(&hooks).await;
+        let mut site = Site::start(vec![hooks]).await;
         assert_eq!(site.count("count"), 0);
 
         let t = Instant::now();
@@ -64,7 +60,7 @@ async fn a_failing_hook_asks_nothing_and_the_site_keeps_serving() {
             "src/**",
             "reload",
         );
-        let mut site = Site::start(&hooks).await;
+        let mut site = Site::start(vec![hooks]).await;
         site.project.write("src/a.php", "<?php\n");
         wait_for(Duration::from_secs(3), || async {
             site.count("broken") == 1
@@ -92,7 +88,7 @@ async fn worker_pids(site: &Site, n: usize) -> Vec<i64> {
 async fn a_good_hook_with_then_reload_asks_for_a_reload() {
     with_timeout(async {
         let hooks = hook("build", "echo built >> .tqserver/build", "src/**", "reload");
-        let mut site = Site::start(&hooks).await;
+        let mut site = Site::start(vec![hooks]).await;
         let before = worker_pids(&site, 4).await;
         site.project.write("src/a.php", "<?php\n");
         let request = site.next_control(Duration::from_secs(3)).await;
@@ -111,11 +107,7 @@ async fn a_good_hook_with_then_reload_asks_for_a_reload() {
             }
         })
         .await;
-        assert!(
-            reloaded,
-            "no new worker after the reload; log:\n{}",
-            site.php.log_text()
-        );
+        assert!(reloaded, "no new worker after the reload");
         site.stop().await;
     })
     .await;
@@ -125,14 +117,12 @@ async fn a_good_hook_with_then_reload_asks_for_a_reload() {
 async fn editing_the_config_file_asks_for_a_reload() {
     with_timeout(async {
         let hooks = hook("count", "echo run >> .tqserver/count", "src/**", "none");
-        let mut site = Site::start(&hooks).await;
-        let yaml = site.project.join("tqsup.yaml");
-        let text = std::fs::read_to_string(&yaml).unwrap();
+        let mut site = Site::start(vec![hooks]).await;
+        let yaml = site.project.config_path();
 
-        site.project.write(
-            "tqsup.yaml",
-            &text.replace("max_children: 2", "max_children: 3"),
-        );
+        // Written in place.
+        site.project.set("php_fpm.pool.max_children", 3);
+        site.project.write("tqsup.yaml", &site.project.yaml());
         let request = site.next_control(Duration::from_secs(3)).await;
         assert!(
             matches!(&request, Some(Control::Reload { reason }) if reason.contains("config")),
@@ -141,10 +131,13 @@ async fn editing_the_config_file_asks_for_a_reload() {
 
         // An editor's save: write a temp file, rename it over the config,
         // now with a new hook. The new hook applies to the next change.
-        let newer = text.replace("max_children: 2", "max_children: 3")
-            + &hook("second", "echo run >> .tqserver/second", "lib/**", "none");
+        let second = hook("second", "echo run >> .tqserver/second", "lib/**", "none");
+        site.project.config["dev"]["hooks"]
+            .as_array_mut()
+            .unwrap()
+            .push(second);
         let tmp: PathBuf = site.project.join("tqsup.yaml.swp-tmp");
-        std::fs::write(&tmp, newer).unwrap();
+        std::fs::write(&tmp, site.project.yaml()).unwrap();
         std::fs::rename(&tmp, &yaml).unwrap();
         let request = site.next_control(Duration::from_secs(3)).await;
         assert!(
@@ -182,7 +175,7 @@ async fn editing_the_config_file_asks_for_a_reload() {
 async fn polling_mode_sees_changes_too() {
     with_timeout(async {
         let hooks = hook("count", "echo run >> .tqserver/count", "src/**", "none");
-        let site = Site::start_with(&hooks, "    poll_interval_ms: 100\n").await;
+        let site = Site::start_with(vec![hooks], json!({ "poll_interval_ms": 100 })).await;
         site.project.write("src/a.php", "<?php\n");
         // One poll interval, the debounce, and a second.
         let ran = eventually(Duration::from_millis(100 + 150 + 1000), || async {
@@ -205,7 +198,7 @@ async fn the_rendered_config_dir_never_triggers_hooks() {
     with_timeout(async {
         // An ignore list without `.tqserver` and a hook on everything.
         let hooks = hook("all", "mkdir -p out && echo run >> out/count", "**", "none");
-        let site = Site::start_with(&hooks, "    ignore: [\".git\", \"out\"]\n").await;
+        let site = Site::start_with(vec![hooks], json!({ "ignore": [".git", "out"] })).await;
         // What the supervisor does at each reload: rewrite dev.config_dir.
         site.project
             .write(".tqserver/phpfpm/pool.d/www.conf", "; rendered\n");
@@ -232,8 +225,12 @@ async fn gitignored_paths_trigger_nothing_and_others_still_run_hooks() {
     with_timeout(async {
         for honour in [true, false] {
             let hooks = hook("count", "echo run >> .tqserver/count", "src/**", "none");
-            let watch = if honour { "" } else { "    gitignore: false\n" };
-            let site = Site::start_with(&hooks, watch).await;
+            let watch = if honour {
+                json!({})
+            } else {
+                json!({ "gitignore": false })
+            };
+            let site = Site::start_with(vec![hooks], watch).await;
             site.project
                 .write(".gitignore", "/src/generated/\n*.cache\n");
             // The edited .gitignore is read again at its own change event.

@@ -10,11 +10,12 @@
 //! test cannot control (a process outside the tests on 8000) is measured
 //! first: the test expects the first port it finds free, not 8000 itself.
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
 
+use std::process::Command;
+
 use super::*;
-use common::{cgi_fcgi, run_with_timeout, tqsup};
+use common::{Ran, Tqsup, cgi_fcgi, free_addr, run_with_timeout};
 
 /// Serializes the tests that bind 127.0.0.1:8000–8010.
 const PORT_LOCK: &str = "/tmp/tqsup-tests-ports-8000-8010.lock";
@@ -41,14 +42,29 @@ fn first_free(from: u16) -> u16 {
         .expect("a free port in 8000..=8010")
 }
 
-/// Starts `tqsup run --dev` (plus `args`) in `project`, stdout and stderr
-/// into `tqsup.log` inside the project, and waits for its URL line.
-fn start(project: &Project, args: &[&str]) -> (Guard, String) {
-    let mut cmd = tqsup();
-    cmd.args(["run", "--dev"])
-        .args(args)
-        .current_dir(project.path());
-    let g = Guard::spawn(&mut cmd, project.join("tqsup.log"));
+/// `tqsup args…` in `project` as a developer's shell runs it: no
+/// `RUNTIME_DIRECTORY`; the config (if the test set one) written first.
+fn dev_command(project: &TqsupProject, args: &[&str]) -> Command {
+    project.write_config();
+    let mut cmd = project.command(args);
+    cmd.env_remove("RUNTIME_DIRECTORY");
+    cmd
+}
+
+/// Runs `tqsup args…` to its end ([`dev_command`]), without `TQSUP_PHP_FPM`
+/// when `own_php` (so the project chooses its php-fpm).
+fn dev_run(project: &TqsupProject, args: &[&str], own_php: bool) -> Ran {
+    let mut cmd = dev_command(project, args);
+    if own_php {
+        cmd.env_remove("TQSUP_PHP_FPM");
+    }
+    run_with_timeout(&mut cmd, Duration::from_secs(30))
+}
+
+/// Starts `tqsup run --dev` in `project`, its output into `tqsup.log`
+/// inside the project, and waits for its URL line.
+fn start(project: &TqsupProject) -> (Tqsup, String) {
+    let g = project.spawn_command(dev_command(project, &["run", "--dev"]));
     let url = common::eventually(STARTUP, || {
         g.log_text().lines().find_map(|l| {
             let rest = l.strip_prefix("Serving ")?;
@@ -56,56 +72,44 @@ fn start(project: &Project, args: &[&str]) -> (Guard, String) {
             Some(rest.split(' ').next()?.to_string())
         })
     })
-    .unwrap_or_else(|| panic!("no `Serving` line:\n{}", g.log_text()));
+    .unwrap_or_else(|| panic!("no `Serving` line"));
     (g, url)
 }
 
-/// A GET (Connection: close): status and body.
+/// A GET (Connection: close): status, content type and body.
 fn http_get(url: &str, path: &str) -> Option<(u16, String, String)> {
-    let host = url.strip_prefix("http://")?;
-    let mut s = std::net::TcpStream::connect(host).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let r = parse(&raw)?;
-    let ct = r.header("content-type").unwrap_or("").to_string();
-    Some((r.status, ct, r.text()))
+    let r = common::http::get(url.strip_prefix("http://")?, path)?;
+    Some((r.status, r.content_type(), r.text()))
 }
 
-fn get_ok(url: &str, path: &str, g: &Guard) -> String {
+fn get_ok(url: &str, path: &str) -> String {
     common::eventually(STARTUP, || {
         http_get(url, path)
             .filter(|(s, _, _)| *s == 200)
             .map(|r| r.2)
     })
-    .unwrap_or_else(|| panic!("{url}{path} never answered 200:\n{}", g.log_text()))
+    .unwrap_or_else(|| panic!("{url}{path} never answered 200"))
 }
 
-fn stop(mut g: Guard) {
-    g.signal(nix::sys::signal::Signal::SIGTERM);
-    let status = g.wait(Duration::from_secs(20));
-    assert!(status.success(), "{status}:\n{}", g.log_text());
+fn stop(mut g: Tqsup) {
+    let status = g.stop(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
 }
 
-fn lines(g: &Guard) -> usize {
+fn lines(g: &Tqsup) -> usize {
     g.log_text().lines().count()
 }
 
 #[test]
 fn zero_config_serves_http_on_8000_or_the_next_free_port_and_stays_quiet() {
     let _ports = lock_ports();
-    let project = Project::new();
+    let project = TqsupProject::new();
     project.write(".gitignore", "/var/\n");
     project.write("src/keep.txt", "");
     let expected = first_free(8000);
-    let (g, url) = start(&project, &[]);
+    let (g, url) = start(&project);
     assert_eq!(url, format!("http://127.0.0.1:{expected}"));
-    assert!(get_ok(&url, "/", &g).contains("hello from php"));
+    assert!(get_ok(&url, "/").contains("hello from php"));
 
     // The forward listener: a socket in .tqserver/, said once, not :9000.
     let socket = project.join(".tqserver/fcgi.sock");
@@ -113,17 +117,14 @@ fn zero_config_serves_http_on_8000_or_the_next_free_port_and_stays_quiet() {
         "FastCGI for a web server of your own: unix:{}",
         socket.display()
     );
-    assert_eq!(g.log_text().matches(&said).count(), 1, "{}", g.log_text());
+    assert_eq!(g.log_text().matches(&said).count(), 1, "{said}");
     let out = cgi_fcgi(
         socket.to_str().unwrap(),
         &project.join("public/index.php"),
         "/index.php",
         "",
     );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("hello from php"),
-        "{out:?}"
-    );
+    assert!(out.out().contains("hello from php"), "{}", out.text());
 
     // Idle with the log written into the project: a bounded number of lines.
     std::thread::sleep(Duration::from_secs(1));
@@ -134,7 +135,7 @@ fn zero_config_serves_http_on_8000_or_the_next_free_port_and_stays_quiet() {
     assert!(
         idle <= IDLE_LINES_BOUND,
         "{idle} lines in 10 s of idleness:\n{}",
-        g.log_text()
+        common::tail(&g.log_text(), idle)
     );
 
     // A .gitignored directory written 100 times: no batch at all.
@@ -144,8 +145,7 @@ fn zero_config_serves_http_on_8000_or_the_next_free_port_and_stays_quiet() {
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
         !g.log_text().contains("batch of changes"),
-        "{}",
-        g.log_text()
+        "a batch for ignored files"
     );
     // A file that is not ignored is one batch, logged once.
     project.write("src/new.php", "<?php\n");
@@ -155,7 +155,7 @@ fn zero_config_serves_http_on_8000_or_the_next_free_port_and_stays_quiet() {
             .find(|l| l.contains("batch of changes"))
             .map(String::from)
     })
-    .unwrap_or_else(|| panic!("no batch for src/new.php:\n{}", g.log_text()));
+    .unwrap_or_else(|| panic!("no batch for src/new.php"));
     assert!(
         batch.contains("changes=1") && batch.contains("src/new.php"),
         "{batch}"
@@ -169,36 +169,30 @@ fn zero_config_takes_the_next_port_when_8000_is_taken() {
     // Ours, unless something outside the tests has it: taken either way.
     let _hold = TcpListener::bind("127.0.0.1:8000");
     let expected = first_free(8001);
-    let project = Project::new();
-    let (g, url) = start(&project, &[]);
+    let project = TqsupProject::new();
+    let (g, url) = start(&project);
     assert_eq!(url, format!("http://127.0.0.1:{expected}"));
-    assert!(get_ok(&url, "/", &g).contains("hello from php"));
+    assert!(get_ok(&url, "/").contains("hello from php"));
     stop(g);
 }
 
 /// A config naming its own ports (no lock needed).
-fn config_with_ports(project: &Project, http: u16) {
-    project.write(
-        "tqsup.yaml",
-        &format!(
-            "forward:\n  listen: 127.0.0.1:{}\ndev:\n  http_listen: 127.0.0.1:{http}\n",
-            free_port()
-        ),
-    );
+fn config_with_ports(project: &mut TqsupProject, http: u16) {
+    project.merge(json!({
+        "forward": { "listen": free_addr() },
+        "dev": { "http_listen": format!("127.0.0.1:{http}") },
+    }));
 }
 
 #[test]
 fn an_explicit_http_listen_that_is_taken_fails_naming_it() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let project = Project::new();
-    config_with_ports(&project, port);
-    let out = run_with_timeout(
-        tqsup().args(["run", "--dev"]).current_dir(project.path()),
-        Duration::from_secs(30),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let mut project = TqsupProject::new();
+    config_with_ports(&mut project, port);
+    let out = dev_run(&project, &["run", "--dev"], false);
+    let err = out.err();
+    assert_exit!(out, 1);
     assert!(
         err.contains(&format!("dev.http_listen 127.0.0.1:{port}")),
         "{err}"
@@ -207,16 +201,16 @@ fn an_explicit_http_listen_that_is_taken_fails_naming_it() {
 
 #[test]
 fn a_502_page_shows_the_php_fatal_error() {
-    let project = Project::new();
+    let mut project = TqsupProject::new();
     project.write(
         "public/die.php",
         "<?php\n// The fatal error is logged, then the process dies: no response.\n\
          register_shutdown_function(function () { posix_kill(getmypid(), 9); });\n\
          undefined_function_for_the_502_page();\n",
     );
-    config_with_ports(&project, free_port());
-    let (g, url) = start(&project, &[]);
-    get_ok(&url, "/", &g);
+    config_with_ports(&mut project, free_port());
+    let (g, url) = start(&project);
+    get_ok(&url, "/");
     let (status, ct, body) = http_get(&url, "/die.php").expect("a response");
     assert_eq!(status, 502, "{body}");
     assert_eq!(ct, "text/html; charset=utf-8");
@@ -230,18 +224,12 @@ fn a_502_page_shows_the_php_fatal_error() {
 
 #[test]
 fn php_version_file_chooses_php_fpm_or_exits_69_naming_the_version() {
-    let project = Project::new();
-    config_with_ports(&project, free_port());
+    let mut project = TqsupProject::new();
+    config_with_ports(&mut project, free_port());
     project.write(".php-version", "5.6\n");
-    let out = run_with_timeout(
-        tqsup()
-            .args(["run", "--dev"])
-            .env_remove("TQSUP_PHP_FPM")
-            .current_dir(project.path()),
-        Duration::from_secs(30),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(69), "{err}");
+    let out = dev_run(&project, &["run", "--dev"], true);
+    let err = out.err();
+    assert_exit!(out, 69);
     assert!(
         err.contains("php-fpm 5.6") && err.contains(".php-version"),
         "{err}"
@@ -262,15 +250,9 @@ fn php_version_file_chooses_php_fpm_or_exits_69_naming_the_version() {
         return;
     };
     project.write(".php-version", &format!("{version}\n"));
-    let out = run_with_timeout(
-        tqsup()
-            .args(["print-cmd", "--explain"])
-            .env_remove("TQSUP_PHP_FPM")
-            .current_dir(project.path()),
-        Duration::from_secs(30),
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let out = dev_run(&project, &["print-cmd", "--explain"], true);
+    let text = out.out();
+    assert_ok!(out);
     let file = project.join(".php-version");
     assert!(
         text.contains(&name)
@@ -281,19 +263,12 @@ fn php_version_file_chooses_php_fpm_or_exits_69_naming_the_version() {
 
 #[test]
 fn a_504_page_names_the_timeout() {
-    let project = Project::new();
+    let mut project = TqsupProject::new();
     project.write("public/slow.php", "<?php sleep(4); echo 'late';\n");
-    project.write(
-        "tqsup.yaml",
-        &format!(
-            "php_fpm:\n  read_timeout_ms: 1000\nforward:\n  listen: 127.0.0.1:{}\n\
-             dev:\n  http_listen: 127.0.0.1:{}\n",
-            free_port(),
-            free_port()
-        ),
-    );
-    let (g, url) = start(&project, &[]);
-    get_ok(&url, "/", &g);
+    config_with_ports(&mut project, free_port());
+    project.set("php_fpm.read_timeout_ms", 1000);
+    let (g, url) = start(&project);
+    get_ok(&url, "/");
     let (status, ct, body) = http_get(&url, "/slow.php").expect("a response");
     assert_eq!(status, 504, "{body}");
     assert_eq!(ct, "text/html; charset=utf-8");

@@ -4,11 +4,11 @@
 
 use std::process::Command;
 
-use super::stack::{Tqsup, wait_listening};
+use super::stack::{WebStack, wait_listening};
 use crate::common::Guard;
 
 /// nginx: `-c main.conf -p dir`, the snippet included inside `http {}`.
-pub fn nginx(tq: &Tqsup) -> Guard {
+pub fn nginx(tq: &WebStack) -> Guard {
     let dir = tq.server_dir("nginx");
     let snippet = tq
         .project
@@ -34,13 +34,13 @@ pub fn nginx(tq: &Tqsup) -> Guard {
             .arg(&dir),
         dir.join("stderr.log"),
     );
-    wait_listening(tq.site_port(), &g, "nginx");
+    wait_listening(tq.site_port(), "nginx");
     g
 }
 
 /// Apache 2.4: `-f httpd.conf -DFOREGROUND`, only the modules the snippet
 /// needs, then `Include` of the snippet.
-pub fn apache(tq: &Tqsup) -> Guard {
+pub fn apache(tq: &WebStack) -> Guard {
     let dir = tq.server_dir("apache");
     let snippet = tq
         .project
@@ -74,13 +74,13 @@ pub fn apache(tq: &Tqsup) -> Guard {
             .arg("-DFOREGROUND"),
         dir.join("stderr.log"),
     );
-    wait_listening(tq.site_port(), &g, "apache2");
+    wait_listening(tq.site_port(), "apache2");
     g
 }
 
 /// Caddy: `run --config Caddyfile --adapter caddyfile`, a global block that
 /// keeps it off the admin endpoint, out of $HOME and off HTTPS, then the snippet.
-pub fn caddy(tq: &Tqsup) -> Guard {
+pub fn caddy(tq: &WebStack) -> Guard {
     let dir = tq.server_dir("caddy");
     let conf = tq.project.write(
         "caddy/Caddyfile",
@@ -99,12 +99,12 @@ pub fn caddy(tq: &Tqsup) -> Guard {
             .env("XDG_CONFIG_HOME", dir.join("xdg-config")),
         dir.join("stderr.log"),
     );
-    wait_listening(tq.site_port(), &g, "caddy");
+    wait_listening(tq.site_port(), "caddy");
     g
 }
 
 /// HAProxy: `-db -f haproxy.cfg`, generated global/defaults, then the snippet.
-pub fn haproxy(tq: &Tqsup) -> Guard {
+pub fn haproxy(tq: &WebStack) -> Guard {
     let dir = tq.server_dir("haproxy");
     let conf = tq.project.write(
         "haproxy/haproxy.cfg",
@@ -123,7 +123,7 @@ pub fn haproxy(tq: &Tqsup) -> Guard {
             .arg(&conf),
         dir.join("stderr.log"),
     );
-    wait_listening(tq.site_port(), &g, "haproxy");
+    wait_listening(tq.site_port(), "haproxy");
     g
 }
 

@@ -1,11 +1,12 @@
 //! The tqsup side of the web-server tests: a temp project with the PHP
-//! scripts the assertions need, `tqsup run` supervising real php-fpm, and the
-//! snippets of `config/webservers/` with only their addresses substituted.
+//! scripts the assertions need, `tqsup run` supervising real php-fpm (the
+//! shared harness), and the snippets of `config/webservers/` with only their
+//! addresses substituted.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::common::{Guard, Project, free_port, tqsup};
+use crate::common::{Tqsup, TqsupProject, free_addr, json, unique_name};
 
 /// The addresses every snippet is written with (DEPLOYMENT.md says so too).
 pub const SNIPPET_TQSUP: &str = "/run/tqsup-web/php.sock";
@@ -18,56 +19,37 @@ pub const POST_MIB: usize = 5;
 
 /// `tqsup run` (real php-fpm under it) with its forward listener on a unix
 /// socket in the project, and a free port for the web server in front.
-pub struct Tqsup {
-    pub project: Project,
-    pub guard: Guard,
+pub struct WebStack {
+    pub tqsup: Tqsup,
     /// `forward.listen`, a unix socket path (mode 0666: the web servers'
     /// workers run as other users).
     pub forward: String,
     /// Where the web server listens, `127.0.0.1:port`.
     pub site: String,
+    /// Last, so the processes are gone before the directory is removed.
+    pub project: TqsupProject,
 }
 
-impl Tqsup {
-    pub fn start() -> Tqsup {
-        let project = Project::new();
+impl WebStack {
+    pub fn start() -> WebStack {
+        let mut project = TqsupProject::new();
         write_scripts(&project);
-        let run = project.join("run");
-        std::fs::create_dir(&run).unwrap();
         let forward = project.join("fwd.sock").display().to_string();
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let pool = format!("ws{}x{n}", std::process::id());
-        let cfg = project.write(
-            "tqsup.yaml",
-            &format!(
-                "php_fpm:\n  document_root: public\n  pool: {{ name: {pool}, type: static, max_children: 4 }}\n\
-                 forward:\n  listen: \"{forward}\"\n  socket_mode: \"0666\"\n\
-                 supervisor: {{ stop_timeout_ms: 3000, ready_timeout_ms: 10000 }}\n\
-                 log: {{ level: info }}\n"
-            ),
-        );
-        let guard = Guard::spawn(
-            tqsup()
-                .args(["run", "-c"])
-                .arg(&cfg)
-                .env("RUNTIME_DIRECTORY", &run)
-                .current_dir(project.path()),
-            project.join("tqsup.log"),
-        );
-        for needle in ["php-fpm is ready", "forward listener ready"] {
-            assert!(
-                guard.wait_log(needle, Duration::from_secs(20)),
-                "tqsup: no {needle:?}; log:\n{}",
-                guard.log_text()
-            );
-        }
-        let site = format!("127.0.0.1:{}", free_port());
-        Tqsup {
-            project,
-            guard,
+        project.merge(json!({
+            "php_fpm": {
+                "document_root": "public",
+                "pool": { "name": unique_name("ws"), "type": "static", "max_children": 4 },
+            },
+            "forward": { "listen": forward, "socket_mode": "0666" },
+            "supervisor": { "stop_timeout_ms": 3000, "ready_timeout_ms": 10000 },
+            "log": { "level": "info" },
+        }));
+        let tqsup = project.start();
+        WebStack {
+            tqsup,
             forward,
-            site,
+            site: free_addr(),
+            project,
         }
     }
 
@@ -115,7 +97,7 @@ pub fn big_block(i: usize) -> Vec<u8> {
 }
 
 /// The PHP scripts the assertions need.
-fn write_scripts(p: &Project) {
+fn write_scripts(p: &crate::common::Project) {
     p.write(
         "public/index.php",
         "<?php header('Content-Type: text/plain; charset=utf-8'); header('X-Served-By: php');\n\
@@ -162,24 +144,11 @@ fn write_scripts(p: &Project) {
     );
 }
 
-/// The tqsup log, for failure messages.
-pub fn tail(text: &str) -> &str {
-    let start = text.len().saturating_sub(6000);
-    let mut i = start;
-    while !text.is_char_boundary(i) {
-        i += 1;
-    }
-    &text[i..]
-}
-
 /// Waits until something accepts on `port`.
-pub fn wait_listening(port: u16, what: &Guard, name: &str) {
+/// (A failure prints the server's log as its guard drops.)
+pub fn wait_listening(port: u16, name: &str) {
     let ok = crate::common::eventually(Duration::from_secs(15), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
-    assert!(
-        ok.is_some(),
-        "{name} did not start listening; log:\n{}",
-        what.log_text()
-    );
+    assert!(ok.is_some(), "{name} did not start listening");
 }
