@@ -161,6 +161,8 @@ fn parse(text: &str, path: &Path) -> Result<Value, ConfigError> {
 }
 
 #[cfg(test)]
+mod message_tests;
+#[cfg(test)]
 mod tests;
 
 /// Loads the config the way every command does: `-c`, else discovery; with
