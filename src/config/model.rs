@@ -1,6 +1,7 @@
-//! The validated configuration: resolved types, defaults applied, paths made
-//! absolute. It can only be built by `validate::validate`, so holding a
-//! [`Config`] means every rule of DESIGN §4 holds.
+//! The validated configuration: resolved types, defaults applied (each
+//! named in [`defaults`](super::defaults)), paths made absolute. It can only
+//! be built by `validate::validate`, so holding a [`Config`] means every rule
+//! of DESIGN §4 holds.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -302,8 +303,9 @@ pub struct Dev {
     pub config_dir: PathBuf,
     pub http_listen: Option<String>,
     /// Zero-config dev mode (no config file): `http_listen` is the default
-    /// 127.0.0.1:8000 and, when that port is taken, the next free one up to
-    /// 8010 is used. An `http_listen` from a file is bound exactly.
+    /// [`ZERO_CONFIG_HTTP_LISTEN`] and, when that port is taken, the next
+    /// free one up to [`ZERO_CONFIG_HTTP_LAST_PORT`] is used. An
+    /// `http_listen` from a file is bound exactly.
     pub http_listen_next_free: bool,
     pub watch: Watch,
     pub hooks: Vec<Hook>,

@@ -70,6 +70,18 @@ pub enum Scalar {
     Str(String),
 }
 
+impl Scalar {
+    /// The value as php.ini and `env[]` read it (booleans as on/off).
+    pub fn text(&self) -> String {
+        match self {
+            Scalar::Bool(b) => if *b { "on" } else { "off" }.to_string(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Str(s) => s.clone(),
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]

@@ -15,7 +15,7 @@ use crate::config::problem::Problem;
 use crate::config::raw::{Field, Section};
 
 /// A key of the section being read and its raw field. Written with
-/// [`key!`](crate::config::validate::key) (the field's name is the key) or,
+/// `key!(r.field)` (the field's name is the key) or,
 /// for a field renamed from a Rust keyword, as `("type", &r.kind)`.
 pub(super) type Key<'f, T> = (&'static str, &'f Field<T>);
 

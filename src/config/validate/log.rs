@@ -1,6 +1,6 @@
 //! `log:`: tqsup's own log and the access log.
 
-use super::{Checker, scalar_text};
+use super::Checker;
 use crate::config::defaults::*;
 use crate::config::model::Log;
 use crate::config::raw::{RawLog, Scalar};
@@ -25,10 +25,7 @@ pub(super) fn read(c: &mut Checker, r: &RawLog) -> Log {
         Scalar::Bool(true) => Some(None),
         Scalar::Str(p) if !p.trim().is_empty() => Some(Some(c.path(&p))),
         other => {
-            let message = format!(
-                "`{}` is neither true, false nor a file path",
-                scalar_text(&other)
-            );
+            let message = format!("`{}` is neither true, false nor a file path", other.text());
             c.problem(
                 "access",
                 message,

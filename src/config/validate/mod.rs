@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use super::model::{Admin, Config};
 use super::problem::Problem;
-use super::raw::{RawConfig, Scalar};
+use super::raw::RawConfig;
 use checker::{BOOL, Checker, MILLIS, WHOLE, describe};
 
 pub use checker::closest;
@@ -125,14 +125,4 @@ fn name_ok(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-}
-
-/// A scalar as php.ini and env[] read it (booleans as on/off).
-fn scalar_text(s: &Scalar) -> String {
-    match s {
-        Scalar::Bool(b) => if *b { "on" } else { "off" }.to_string(),
-        Scalar::Int(i) => i.to_string(),
-        Scalar::Float(f) => f.to_string(),
-        Scalar::Str(s) => s.clone(),
-    }
 }

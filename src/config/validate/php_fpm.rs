@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::checker::Key;
-use super::{BOOL, Checker, WHOLE, name_ok, pool, scalar_text};
+use super::{BOOL, Checker, WHOLE, name_ok, pool};
 use crate::config::defaults::*;
 use crate::config::model::{Choice, Endpoint, PhpFpm, PhpSetting};
 use crate::config::raw::{RawPhpFpm, Scalar};
@@ -122,18 +122,14 @@ fn account(c: &mut Checker, key: Key<String>) -> Option<String> {
 }
 
 fn settings(c: &mut Checker, r: &RawPhpFpm) -> BTreeMap<String, PhpSetting> {
-    let directive = |k: &str| {
-        k.chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || "_.".contains(ch))
-    };
-    let flag_words = ["on", "off", "true", "false", "yes", "no"];
+    let expect = "a mapping of php.ini names to values";
     let mut out = BTreeMap::new();
-    for (k, v) in c.or(
-        key!(r.settings),
-        BTreeMap::new(),
-        "a mapping of php.ini names to values",
-    ) {
-        if k.is_empty() || !directive(&k) {
+    for (k, v) in c.or(key!(r.settings), BTreeMap::new(), expect) {
+        if k.is_empty()
+            || !k
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "_.".contains(ch))
+        {
             let fix = "use names like memory_limit or opcache.enable";
             c.problem(
                 &format!("settings.{k}"),
@@ -142,9 +138,10 @@ fn settings(c: &mut Checker, r: &RawPhpFpm) -> BTreeMap<String, PhpSetting> {
             );
             continue;
         }
-        let value = scalar_text(&v);
-        let flag =
-            matches!(v, Scalar::Bool(_)) || flag_words.contains(&&*value.to_ascii_lowercase());
+        let value = v.text();
+        let word = value.to_ascii_lowercase();
+        let flag_word = ["on", "off", "true", "false", "yes", "no"].contains(&word.as_str());
+        let flag = matches!(v, Scalar::Bool(_)) || flag_word;
         out.insert(k, PhpSetting { value, flag });
     }
     out
@@ -167,7 +164,7 @@ fn env(c: &mut Checker, r: &RawPhpFpm) -> BTreeMap<String, String> {
     for (k, v) in raw {
         let value = match v {
             Scalar::Bool(b) => if b { "1" } else { "0" }.to_string(),
-            other => scalar_text(&other),
+            other => other.text(),
         };
         let key = format!("env.{k}");
         if !env_name_ok(&k) {
