@@ -33,12 +33,22 @@ const ENDPOINT_FIX: &str =
 pub(super) struct Checker<'a> {
     pub ctx: &'a Context<'a>,
     /// The section being read, e.g. `php_fpm.pool`; empty at the top.
-    pub path: String,
+    path: String,
     /// Every problem found so far, in the order found.
     pub problems: Vec<Problem>,
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    /// A checker at the top of the document, after `problems` found earlier.
+    pub fn new(ctx: &'a Context<'a>, problems: Vec<Problem>) -> Self {
+        let path = String::new();
+        Checker {
+            ctx,
+            path,
+            problems,
+        }
+    }
+
     /// The dotted path of `name` in the current section.
     pub fn key(&self, name: &str) -> String {
         match self.path.as_str() {

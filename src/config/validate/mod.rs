@@ -59,11 +59,7 @@ pub fn validate(
         return Err(problems);
     }
     let raw: RawConfig = serde_json::from_value(doc.clone()).unwrap_or_default();
-    let c = &mut Checker {
-        ctx,
-        path: String::new(),
-        problems,
-    };
+    let c = &mut Checker::new(ctx, problems);
     c.unknown(&raw);
     let config = Config {
         source,

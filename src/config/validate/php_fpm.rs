@@ -44,9 +44,8 @@ pub(super) fn read(c: &mut Checker, r: &RawPhpFpm) -> PhpFpm {
     let max = pool.max_children;
     let pool_size = c.or(key!(r.pool_size), max, WHOLE);
     if pool_size < 1 || pool_size > max {
-        let range = format!("from 1 to php_fpm.pool.max_children ({max})");
         let message = format!(
-            "is {pool_size}, must be {range}: each pooled connection pins one php-fpm child"
+            "is {pool_size}, must be from 1 to php_fpm.pool.max_children ({max}): each pooled connection pins one php-fpm child"
         );
         c.problem(
             "pool_size",
@@ -125,17 +124,10 @@ fn settings(c: &mut Checker, r: &RawPhpFpm) -> BTreeMap<String, PhpSetting> {
     let expect = "a mapping of php.ini names to values";
     let mut out = BTreeMap::new();
     for (k, v) in c.or(key!(r.settings), BTreeMap::new(), expect) {
-        if k.is_empty()
-            || !k
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || "_.".contains(ch))
-        {
+        if !directive_ok(&k) {
             let fix = "use names like memory_limit or opcache.enable";
-            c.problem(
-                &format!("settings.{k}"),
-                "is not a php.ini directive name",
-                fix,
-            );
+            let key = format!("settings.{k}");
+            c.problem(&key, "is not a php.ini directive name", fix);
             continue;
         }
         let value = v.text();
@@ -182,6 +174,14 @@ fn env(c: &mut Checker, r: &RawPhpFpm) -> BTreeMap<String, String> {
 const DOLLAR: &str = "starts with `$`, which php-fpm reads as the name of its master's environment variable (the value would reach PHP as that variable's value, usually empty)";
 const DOLLAR_FIX: &str = "php-fpm's env[] cannot carry a value starting with `$`: change the value, or pass it another way (a file the application reads)";
 
+/// A php.ini directive name: letters, digits, `_` and `.`.
+fn directive_ok(k: &str) -> bool {
+    let ok = |ch: char| ch.is_ascii_alphanumeric() || "_.".contains(ch);
+    !k.is_empty() && k.chars().all(ok)
+}
+
+/// An environment variable name: letters, digits and `_`, not starting
+/// with a digit.
 fn env_name_ok(k: &str) -> bool {
     let mut chars = k.chars();
     matches!(chars.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')

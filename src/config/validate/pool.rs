@@ -37,13 +37,12 @@ pub(super) fn read(c: &mut Checker, r: &RawPool) -> Pool {
     }
     // Unset spare counts are derived to fit the ones that are set.
     let min_spare = c.or(key!(r.min_spare_servers), MIN_SPARE_SERVERS, WHOLE);
-    let start = r.start_servers.get().copied().unwrap_or(0);
-    let max_spare = MAX_SPARE_SERVERS.max(start).max(min_spare);
-    let max_spare = c.or(
-        key!(r.max_spare_servers),
-        max_spare.min(max_children.max(1)),
-        WHOLE,
-    );
+    let start_set = r.start_servers.get().copied().unwrap_or(0);
+    let max_spare = MAX_SPARE_SERVERS
+        .max(start_set)
+        .max(min_spare)
+        .min(max_children.max(1));
+    let max_spare = c.or(key!(r.max_spare_servers), max_spare, WHOLE);
     let start = min_spare + max_spare.saturating_sub(min_spare) / 2;
     let start = c.or(key!(r.start_servers), start, WHOLE);
     if kind == PoolKind::Dynamic && max_children >= 1 {
@@ -60,8 +59,9 @@ pub(super) fn read(c: &mut Checker, r: &RawPool) -> Pool {
             let message = format!("({min_spare}) is greater than max_spare_servers ({max_spare})");
             c.problem("min_spare_servers", message, SPARE_RULE);
         } else if start < min_spare || start > max_spare {
-            let range = format!("from min_spare_servers ({min_spare}) to max_spare_servers");
-            let message = format!("({start}) must be {range} ({max_spare})");
+            let message = format!(
+                "({start}) must be from min_spare_servers ({min_spare}) to max_spare_servers ({max_spare})"
+            );
             c.problem("start_servers", message, SPARE_RULE);
         }
     }
