@@ -397,13 +397,22 @@ const CASES: &[(&str, &str, &[&str])] = &[
         &[
             "php.bogus: unknown key in a legacy TQServer worker file (fix: remove it; TQServer keys tqsup maps here: binary, config_file, settings, pool)",
             "php.pool.foo: unknown key in a legacy TQServer worker file (fix: remove it; TQServer keys tqsup maps here: manager, mode, max_workers, start_workers, min_workers, max_spare_workers, max_requests, request_timeout, idle_timeout)",
+            "php.pool.request_timeout: expected a whole number of seconds, found a string \"x\" (fix: set `request_timeout` to a whole number of seconds)",
             "php_fpm.settings.c: contains a control character (newline, NUL, tab, …): \"x\\ny\" (fix: remove the control characters; every value must fit on one line)",
             "php.binary: expected a program name or path, found a number 1 (fix: set `binary` to a program name or path)",
             "php.pool.manager: unknown process manager `sometimes` (fix: use static, dynamic or ondemand)",
-            "php.pool.max_workers: expected a whole number, found a string \"lots\" (fix: set `max_children` to a whole number)",
-            "php.pool.request_timeout: expected a whole number of milliseconds, found a string \"x\" (fix: set `request_terminate_timeout_ms` to a whole number of milliseconds)",
+            "php.pool.max_workers: expected a whole number, found a string \"lots\" (fix: set `max_workers` to a whole number)",
             "document_root: <base>/nowhere does not exist or is not a directory (fix: create it, or set php_fpm.document_root to your project's public directory)",
             "php_fpm.settings.a b: is not a php.ini directive name (fix: use names like memory_limit or opcache.enable)",
+        ],
+    ),
+    (
+        "legacy: fixes name the legacy key, in its unit",
+        "php:\n  config_file: 1\n  pool:\n    idle_timeout: 0\n    start_workers: x\n",
+        &[
+            "php.config_file: expected a file path, found a number 1 (fix: set `config_file` to a file path)",
+            "php.pool.start_workers: expected a whole number, found a string \"x\" (fix: set `start_workers` to a whole number)",
+            "php.pool.idle_timeout: must be at least 1 ms, is 0 (fix: set `idle_timeout` to 1 or more)",
         ],
     ),
 ];

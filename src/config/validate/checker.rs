@@ -57,10 +57,22 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// The dotted path problems show for `name`: the legacy key it was
+    /// mapped from, if any.
+    fn shown(&self, name: &str) -> String {
+        let key = self.key(name);
+        self.ctx.aliases.get(&key).cloned().unwrap_or(key)
+    }
+
+    /// How a fix names the key `name`: as the file writes it.
+    fn written(&self, name: &str) -> String {
+        let shown = self.shown(name);
+        shown.rsplit('.').next().unwrap_or(name).to_string()
+    }
+
     /// Reports a problem at `name` in the current section.
     pub fn problem(&mut self, name: &str, message: impl Into<String>, fix: impl Into<String>) {
-        let key = self.key(name);
-        let key = self.ctx.aliases.get(&key).cloned().unwrap_or(key);
+        let key = self.shown(name);
         let (message, fix) = (message.into(), fix.into());
         self.problems.push(Problem { key, message, fix });
     }
@@ -70,7 +82,7 @@ impl<'a> Checker<'a> {
     pub fn get<T: Clone>(&mut self, (name, field): Key<T>, expect: &str) -> Option<T> {
         if let Field::Bad { value } = field {
             let found = describe(value);
-            let fix = format!("set `{name}` to {expect}");
+            let fix = format!("set `{}` to {expect}", self.written(name));
             self.problem(name, format!("expected {expect}, found {found}"), fix);
         }
         field.get().cloned()
@@ -86,7 +98,7 @@ impl<'a> Checker<'a> {
         let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
         let v = self.or(key, default, MILLIS);
         if v < min {
-            let fix = format!("set `{}` to {min} or more", key.0);
+            let fix = format!("set `{}` to {min} or more", self.written(key.0));
             self.problem(key.0, format!("must be at least {min} ms, is {v}"), fix);
         }
         Duration::from_millis(v)
@@ -200,7 +212,7 @@ pub fn closest<'k>(key: &str, known: &'k [String]) -> Option<&'k String> {
 }
 
 /// A value as messages show it: its kind, and itself when short.
-pub(super) fn describe(value: &Value) -> String {
+pub(in crate::config) fn describe(value: &Value) -> String {
     let kind = match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

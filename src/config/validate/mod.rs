@@ -26,9 +26,10 @@ use serde_json::Value;
 use super::model::{Admin, Config};
 use super::problem::Problem;
 use super::raw::RawConfig;
-use checker::{BOOL, Checker, MILLIS, WHOLE, describe};
+use checker::{BOOL, Checker, MILLIS, WHOLE};
 
 pub use checker::closest;
+pub(super) use checker::describe;
 
 /// What validation needs besides the parsed document.
 pub struct Context<'a> {
