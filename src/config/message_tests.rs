@@ -458,3 +458,21 @@ fn the_error_line_joins_every_problem_in_order() {
          log.format: unknown format `xml` (fix: use text or json)"
     );
 }
+
+/// Each closed set's table names every value once, in the order messages
+/// list them.
+#[test]
+fn every_choice_word_names_one_value() {
+    fn round_trip<T: Choice + std::fmt::Debug>(list: &str) {
+        for &(word, value) in T::WORDS {
+            assert_eq!(T::from_word(word), Some(value), "{word}");
+            assert_eq!(value.word(), word);
+        }
+        assert_eq!(T::one_of(), list);
+        assert_eq!(T::from_word("sometimes"), None);
+    }
+    round_trip::<PoolKind>("static, dynamic or ondemand");
+    round_trip::<RestartPolicy>("always, on-failure or never");
+    round_trip::<HookAction>("reload, restart or none");
+    round_trip::<LogFormat>("text or json");
+}

@@ -31,6 +31,7 @@ const ENDPOINT_FIX: &str =
 
 /// Collects problems while validation reads the raw document.
 pub(super) struct Checker<'a> {
+    /// The config file's directory, the mode, the environment, the aliases.
     pub ctx: &'a Context<'a>,
     /// The section being read, e.g. `php_fpm.pool`; empty at the top.
     path: String,
