@@ -9,8 +9,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use super::problem::Problem;
-use super::validate::{closest, describe};
+use super::problem::{Problem, closest, describe};
 
 /// A legacy document turned into the tqsup schema.
 pub struct Mapped {

@@ -6,12 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use super::Context;
 use crate::config::endpoint::{parse_endpoint, resolve, socket_path_problem};
 use crate::config::model::{Choice, Endpoint};
-use crate::config::problem::Problem;
+use crate::config::problem::{Problem, closest, describe};
 use crate::config::raw::{Field, Section};
 
 /// A key of the section being read and its raw field. Written with
@@ -202,28 +200,5 @@ impl<'a> Checker<'a> {
         };
         self.problem(key.0, why, fix);
         None
-    }
-}
-
-/// The known key most like `key`, when one is close enough to be a typo.
-pub fn closest<'k>(key: &str, known: &'k [String]) -> Option<&'k String> {
-    let score = |k: &'k String| (strsim::jaro_winkler(key, k), k);
-    let close = known.iter().map(score).filter(|(s, _)| *s >= 0.8);
-    close.max_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, k)| k)
-}
-
-/// A value as messages show it: its kind, and itself when short.
-pub(in crate::config) fn describe(value: &Value) -> String {
-    let kind = match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    };
-    match value.to_string() {
-        text if text.len() > 40 => kind.to_string(),
-        text => format!("{kind} {text}"),
     }
 }

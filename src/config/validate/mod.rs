@@ -24,12 +24,9 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::model::{Admin, Config};
-use super::problem::Problem;
+use super::problem::{Problem, describe};
 use super::raw::RawConfig;
 use checker::{BOOL, Checker, MILLIS, WHOLE};
-
-pub use checker::closest;
-pub(super) use checker::describe;
 
 /// What validation needs besides the parsed document.
 pub struct Context<'a> {
