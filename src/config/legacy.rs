@@ -9,8 +9,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use super::problem::Problem;
-use super::validate::closest;
+use super::problem::{Problem, closest, describe};
 
 /// A legacy document turned into the tqsup schema.
 pub struct Mapped {
@@ -98,7 +97,19 @@ pub fn map(doc: &Value) -> Mapped {
     for (k, v) in raw_pool {
         if let Some((_, to, secs)) = POOL_KEYS.iter().find(|(from, _, _)| from == k) {
             let value = match (secs, v.as_u64()) {
-                (true, Some(s)) => json!(s * 1000),
+                (true, Some(s)) => json!(s.saturating_mul(1000)),
+                // tqsup's key is in milliseconds: name the unit this one has.
+                (true, None) if !v.is_null() => {
+                    problems.push(Problem {
+                        key: format!("php.pool.{k}"),
+                        message: format!(
+                            "expected a whole number of seconds, found {}",
+                            describe(v)
+                        ),
+                        fix: format!("set `{k}` to a whole number of seconds"),
+                    });
+                    continue;
+                }
                 _ => v.clone(),
             };
             pool.insert((*to).into(), value);
@@ -136,5 +147,20 @@ fn unknown(path: &str, key: &str, known: &[String], section: &str) -> Problem {
         key: path.into(),
         message: "unknown key in a legacy TQServer worker file".into(),
         fix,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    /// Seconds become milliseconds without overflowing (a debug build
+    /// panicked, a release build wrapped to a short timeout).
+    #[test]
+    fn huge_seconds_saturate() {
+        let doc = json!({ "php": { "pool": { "request_timeout": u64::MAX } } });
+        let mapped = super::map(&doc);
+        let ms = &mapped.doc["php_fpm"]["pool"]["request_terminate_timeout_ms"];
+        assert_eq!(ms, &json!(u64::MAX));
     }
 }

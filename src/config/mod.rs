@@ -1,6 +1,8 @@
 //! Configuration: one schema from YAML, TOML or a legacy TQServer
 //! `worker.yaml`, validated into a [`Config`] (DESIGN §3–§4).
 
+pub mod defaults;
+mod endpoint;
 mod legacy;
 mod model;
 mod problem;
@@ -14,9 +16,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+pub use endpoint::{MAX_SOCKET_PATH, normalize, parse_endpoint, socket_path_problem};
 pub use model::*;
 pub use problem::{ConfigError, Problem};
-pub use validate::{MAX_SOCKET_PATH, normalize, parse_endpoint, socket_path_problem};
 
 /// Where to look for a config when `-c` is absent, in order (DESIGN §3).
 pub fn discovery_candidates(env_config: Option<&str>) -> Vec<PathBuf> {
@@ -160,6 +162,8 @@ fn parse(text: &str, path: &Path) -> Result<Value, ConfigError> {
     }
 }
 
+#[cfg(test)]
+mod message_tests;
 #[cfg(test)]
 mod tests;
 

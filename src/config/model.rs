@@ -1,6 +1,7 @@
-//! The validated configuration: resolved types, defaults applied, paths made
-//! absolute. It can only be built by `validate::validate`, so holding a
-//! [`Config`] means every rule of DESIGN §4 holds.
+//! The validated configuration: resolved types, defaults applied (each
+//! named in [`defaults`](super::defaults)), paths made absolute. It can only
+//! be built by `validate::validate`, so holding a [`Config`] means every rule
+//! of DESIGN §4 holds.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,6 +36,41 @@ impl Endpoint {
     }
 }
 
+/// A key that takes one of a few words (`php_fpm.pool.type`,
+/// `supervisor.restart`, …). One table per type gives the parsing, the word
+/// back (for rendering) and the list validation's messages name.
+pub trait Choice: Copy + PartialEq + 'static {
+    /// What one value is called in "unknown {WHAT} `x`".
+    const WHAT: &'static str;
+    /// Every word and the value it names, in the order the docs list them.
+    const WORDS: &'static [(&'static str, Self)];
+
+    /// The value `word` names, if any.
+    fn from_word(word: &str) -> Option<Self> {
+        Self::WORDS
+            .iter()
+            .find(|(w, _)| *w == word)
+            .map(|&(_, v)| v)
+    }
+
+    /// The word that names this value.
+    fn word(self) -> &'static str {
+        Self::WORDS
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("", |(w, _)| w)
+    }
+
+    /// Every word, as a message lists them: "static, dynamic or ondemand".
+    fn one_of() -> String {
+        let words: Vec<&str> = Self::WORDS.iter().map(|(w, _)| *w).collect();
+        match words.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => words.concat(),
+        }
+    }
+}
+
 /// php-fpm's process manager (`pm =`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {
@@ -43,13 +79,19 @@ pub enum PoolKind {
     Ondemand,
 }
 
+impl Choice for PoolKind {
+    const WHAT: &'static str = "process manager";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("static", Self::Static),
+        ("dynamic", Self::Dynamic),
+        ("ondemand", Self::Ondemand),
+    ];
+}
+
 impl PoolKind {
+    /// The word php-fpm's `pm =` takes.
     pub fn as_str(self) -> &'static str {
-        match self {
-            PoolKind::Static => "static",
-            PoolKind::Dynamic => "dynamic",
-            PoolKind::Ondemand => "ondemand",
-        }
+        self.word()
     }
 }
 
@@ -176,11 +218,21 @@ pub struct Lane {
     pub queue_timeout: Duration,
 }
 
+/// When php-fpm is started again after it exits (`supervisor.restart`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartPolicy {
     Always,
     OnFailure,
     Never,
+}
+
+impl Choice for RestartPolicy {
+    const WHAT: &'static str = "policy";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("always", Self::Always),
+        ("on-failure", Self::OnFailure),
+        ("never", Self::Never),
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -196,11 +248,21 @@ pub struct Supervisor {
     pub stop_timeout: Duration,
 }
 
+/// What a dev hook does to php-fpm after its command succeeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookAction {
     Reload,
     Restart,
     None,
+}
+
+impl Choice for HookAction {
+    const WHAT: &'static str = "action";
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("reload", Self::Reload),
+        ("restart", Self::Restart),
+        ("none", Self::None),
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -241,8 +303,9 @@ pub struct Dev {
     pub config_dir: PathBuf,
     pub http_listen: Option<String>,
     /// Zero-config dev mode (no config file): `http_listen` is the default
-    /// 127.0.0.1:8000 and, when that port is taken, the next free one up to
-    /// 8010 is used. An `http_listen` from a file is bound exactly.
+    /// [`ZERO_CONFIG_HTTP_LISTEN`] and, when that port is taken, the next
+    /// free one up to [`ZERO_CONFIG_HTTP_LAST_PORT`] is used. An
+    /// `http_listen` from a file is bound exactly.
     pub http_listen_next_free: bool,
     pub watch: Watch,
     pub hooks: Vec<Hook>,
@@ -253,10 +316,16 @@ pub struct Admin {
     pub listen: Option<Endpoint>,
 }
 
+/// How tqsup writes its log lines (`log.format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl Choice for LogFormat {
+    const WHAT: &'static str = "format";
+    const WORDS: &'static [(&'static str, Self)] = &[("text", Self::Text), ("json", Self::Json)];
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,7 +1,10 @@
-//! A configuration problem and the error that carries all of them.
+//! A configuration problem, the error that carries all of them, and how a
+//! problem shows a value and the known key a typo was meant to be.
 
 use std::fmt;
 use std::path::PathBuf;
+
+use serde_json::Value;
 
 /// One thing wrong with a configuration: where, what, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,5 +72,28 @@ fn join(problems: &[Problem]) -> String {
         all.join("")
     } else {
         format!("{n} problems: {}", all.join("; "))
+    }
+}
+
+/// The known key most like `key`, when one is close enough to be a typo.
+pub fn closest<'k>(key: &str, known: &'k [String]) -> Option<&'k String> {
+    let score = |k: &'k String| (strsim::jaro_winkler(key, k), k);
+    let close = known.iter().map(score).filter(|(s, _)| *s >= 0.8);
+    close.max_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, k)| k)
+}
+
+/// A value as messages show it: its kind, and itself when short.
+pub fn describe(value: &Value) -> String {
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    };
+    match value.to_string() {
+        text if text.len() > 40 => kind.to_string(),
+        text => format!("{kind} {text}"),
     }
 }

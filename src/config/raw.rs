@@ -4,7 +4,7 @@
 //! Every leaf is a [`Field`], which never fails to deserialize: a value of the
 //! wrong type is kept with its error, and every struct collects the keys it
 //! does not know in `unknown`. This is `deny_unknown_fields` made to report
-//! *every* problem at once: validation (`validate.rs`) turns each bad field and
+//! *every* problem at once: validation (`validate/`) turns each bad field and
 //! each unknown key into a problem naming the key path, with the closest known
 //! key as the suggested fix.
 
@@ -68,6 +68,18 @@ pub enum Scalar {
     Int(i64),
     Float(f64),
     Str(String),
+}
+
+impl Scalar {
+    /// The value as php.ini and `env[]` read it (booleans as on/off).
+    pub fn text(&self) -> String {
+        match self {
+            Scalar::Bool(b) => if *b { "on" } else { "off" }.to_string(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Str(s) => s.clone(),
+        }
+    }
 }
 
 /// The whole file.
@@ -240,10 +252,43 @@ pub struct RawLog {
     pub unknown: Unknown,
 }
 
-/// The keys a section knows, in declaration order, for "did you mean".
-pub fn known_keys<T: Default + Serialize>() -> Vec<String> {
-    match serde_json::to_value(T::default()) {
-        Ok(Value::Object(map)) => map.keys().cloned().collect(),
-        _ => Vec::new(),
+/// A mapping of the config: it can list the keys it knows and keeps the
+/// ones it does not, so validation can name each unknown one.
+pub trait Section: Default + Clone + Serialize {
+    /// The keys found in this mapping that it does not know.
+    fn unknown(&self) -> &Unknown;
+
+    /// The keys this mapping knows, for "did you mean" (sorted: the
+    /// serialized map is ordered by key).
+    fn known_keys() -> Vec<String> {
+        match serde_json::to_value(Self::default()) {
+            Ok(Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
     }
 }
+
+macro_rules! sections {
+    ($($section:ty),*) => {
+        $(impl Section for $section {
+            fn unknown(&self) -> &Unknown {
+                &self.unknown
+            }
+        })*
+    };
+}
+
+sections!(
+    RawConfig,
+    RawPhpFpm,
+    RawPool,
+    RawForward,
+    RawLane,
+    RawHealth,
+    RawSupervisor,
+    RawDev,
+    RawWatch,
+    RawHook,
+    RawAdmin,
+    RawLog
+);

@@ -93,7 +93,7 @@ pub fn forward_threads(configured: u32) -> usize {
     if let Some(n) = env.and_then(|v| v.trim().parse::<usize>().ok())
         && n > 0
     {
-        return n.min(64);
+        return n.min(crate::config::defaults::MAX_FORWARD_THREADS as usize);
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus <= 2 { 1 } else { (cpus - 1).min(8) }

@@ -19,7 +19,10 @@ pub fn init(format: LogFormat, level: &str, recent: Option<&RecentLines>) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")));
+        .unwrap_or_else(|| {
+            EnvFilter::try_new(level)
+                .unwrap_or_else(|_| EnvFilter::new(crate::config::defaults::LOG_LEVEL))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
