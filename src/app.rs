@@ -63,6 +63,7 @@ async fn run_async(
 ) -> anyhow::Result<u8> {
     // Handlers first: a SIGTERM during startup is a stop, not a kill.
     let mut signals = Signals::install()?;
+    register_metrics();
     let root = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (state_tx, state_rx) = watch::channel(PhpFpmState::Starting);
@@ -375,9 +376,19 @@ fn send(tx: &mpsc::Sender<Control>, control: Control) {
     }
 }
 
+/// Registers every subsystem's metrics in the process-wide registry, so the
+/// first scrape of `/metrics` lists them all (each is registered at its
+/// first use otherwise, which may come late or never).
+pub fn register_metrics() {
+    crate::fcgi::metrics::global();
+    crate::supervisor::metrics::global();
+    crate::dev::metrics::global();
+    crate::admin::metrics::global();
+}
+
 /// READY=1 in forward-only mode, with the same one-line summary as `/status`.
 fn sd_ready_forward_only(state: &PhpFpmState) {
-    let status = format!("forward-only: {}", crate::admin::summary(state, None, None));
+    let status = format!("forward-only: {}", supervisor::summary(state, None, None));
     supervisor::sd(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&status),

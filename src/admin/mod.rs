@@ -1,8 +1,10 @@
 //! The admin HTTP endpoint (DESIGN §9): `/metrics`, `/healthz`, `/readyz`,
 //! `/status`, on TCP or a unix socket. Off unless `admin.listen` is set.
-//! php-fpm's status page is scraped in `status.rs`; readiness is decided in
-//! `ready.rs`, from the supervisor's and the breaker's state.
+//! php-fpm's status page is scraped in `status.rs` and exported as the
+//! gauges of `metrics.rs`; readiness is decided in `ready.rs`, from the
+//! supervisor's and the breaker's state.
 
+pub mod metrics;
 mod ready;
 mod status;
 
@@ -19,13 +21,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Endpoint;
+use crate::fcgi::breaker;
 use crate::fcgi::breaker::SharedBreaker;
 use crate::fcgi::io::Stream;
 use crate::fcgi::listen::Listener;
 use crate::fcgi::upstream::PhpFpmState;
-use crate::metrics;
+use crate::supervisor::{breaker_word, summary};
 pub use ready::not_ready_reason;
-pub use status::{PoolStatus, ScrapeFn, Scraper, breaker_word, summary};
+pub use status::{PoolStatus, ScrapeFn, Scraper};
 
 /// What the admin endpoint reads: the supervisor's and the forwarder's
 /// state, and php-fpm's status page.
@@ -98,7 +101,7 @@ impl AdminView {
     /// [`not_ready_reason`]).
     pub fn not_ready_reason(&self) -> Option<String> {
         let answering = self.answering.as_ref().map(|a| *a.borrow());
-        let breaker = ready::position(self.breaker.as_ref());
+        let breaker = breaker::position(self.breaker.as_ref());
         not_ready_reason(&self.state.borrow(), answering, breaker)
     }
 }
@@ -134,7 +137,7 @@ async fn respond(view: &AdminView, path: &str) -> Response<Full<Bytes>> {
                 // What prometheus-client's text encoder writes (`# EOF`,
                 // `# UNIT`, counters' `_total`); Prometheus scrapes it.
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                metrics::encode(),
+                crate::metrics::encode(),
             )
         }
         "/healthz" => response(StatusCode::OK, text, "ok\n"),
@@ -150,9 +153,11 @@ async fn respond(view: &AdminView, path: &str) -> Response<Full<Bytes>> {
             let pool = view.pool_status().await;
             let state = view.state.borrow().clone();
             let not_ready = view.not_ready_reason();
-            let m = metrics::global();
+            let php_fpm = crate::supervisor::metrics::global();
+            let m = crate::fcgi::metrics::global();
+            let children = pool.as_ref().map(PoolStatus::children);
             let body = serde_json::json!({
-                "summary": summary(&state, pool.as_ref(), view.breaker.as_ref()),
+                "summary": summary(&state, children, view.breaker.as_ref()),
                 "ready": not_ready.is_none(),
                 "not_ready_reason": not_ready,
                 "php_fpm": {
@@ -163,8 +168,8 @@ async fn respond(view: &AdminView, path: &str) -> Response<Full<Bytes>> {
                         PhpFpmState::Stopped => "stopped",
                     },
                     "generation": state.backend().map(|b| b.generation),
-                    "uptime_seconds": m.php_fpm_uptime(),
-                    "restarts": m.restarts_total(),
+                    "uptime_seconds": php_fpm.php_fpm_uptime(),
+                    "restarts": php_fpm.restarts_total(),
                     "pool": pool,
                 },
                 "forward": {
@@ -173,7 +178,7 @@ async fn respond(view: &AdminView, path: &str) -> Response<Full<Bytes>> {
                     "upstream_connections_open": m.upstream_open.get(),
                     "upstream_connections_idle": m.upstream_idle.get(),
                     "downstream_connections_open": m.downstream_open.get(),
-                    "breaker": breaker_word(ready::position(view.breaker.as_ref())),
+                    "breaker": breaker_word(breaker::position(view.breaker.as_ref())),
                     "lanes": view.lanes.iter().map(|l| serde_json::json!({
                         "name": l.name,
                         "max": l.max,

@@ -2,15 +2,8 @@
 //! supervisor's state (the published php-fpm, whether it answered its last
 //! ping) and the breaker's, never from metrics.
 
-use crate::fcgi::breaker::{Position, SharedBreaker};
+use crate::fcgi::breaker::Position;
 use crate::fcgi::upstream::PhpFpmState;
-
-/// Where the breaker is; closed when there is none (no forwarder).
-pub fn position(breaker: Option<&SharedBreaker>) -> Position {
-    breaker.map_or(Position::Closed, |b| {
-        b.lock().expect("breaker lock").state().position()
-    })
-}
 
 /// Why tqsup is not ready, or None when it is: php-fpm is up, answered the
 /// supervisor's last ping (`answering`; None when tqsup does not launch
@@ -96,19 +89,20 @@ mod tests {
             .with_answering(answering)
             .with_breaker(breaker.clone());
         let readyz = async || respond(&view, "/readyz").await.status();
-        let m = crate::metrics::global();
+        let up = &crate::supervisor::metrics::global().up;
+        let m = crate::fcgi::metrics::global();
 
-        m.php_fpm.up.set(1);
+        up.set(1);
         assert_eq!(readyz().await, StatusCode::SERVICE_UNAVAILABLE, "starting");
 
         state_tx.send_replace(ready());
         answering_tx.send_replace(true);
-        m.php_fpm.up.set(0);
+        up.set(0);
         m.breaker(Position::Open);
         assert_eq!(readyz().await, StatusCode::OK, "ready and closed");
 
         answering_tx.send_replace(false);
-        m.php_fpm.up.set(1);
+        up.set(1);
         assert_eq!(readyz().await, StatusCode::SERVICE_UNAVAILABLE, "no pong");
 
         answering_tx.send_replace(true);

@@ -1,6 +1,5 @@
 //! php-fpm's own pool status (`pm.status_path?json`): the scrape, cached
-//! for a second, its export as the `phpfpm_*` gauges, and the one-line
-//! summary shared by `/status` and systemd's `STATUS=`.
+//! for a second, and its export as the `phpfpm_*` gauges (`metrics.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
+use super::metrics::{self, Pool, StatusPage};
 use crate::config::Endpoint;
-use crate::fcgi::breaker::{Position, SharedBreaker};
-use crate::fcgi::upstream::PhpFpmState;
-use crate::metrics::{self, Pool, StatusPage};
+use crate::supervisor::ChildCounts;
 
 /// Fetches php-fpm's `pm.status_path?json` body from an endpoint.
 pub type ScrapeFn = Arc<
@@ -46,6 +44,17 @@ pub struct PoolStatus {
     pub max_children_reached: u64,
     #[serde(rename = "slow requests", default)]
     pub slow_requests: u64,
+}
+
+impl PoolStatus {
+    /// The children counts the one-line summary shows.
+    pub fn children(&self) -> ChildCounts {
+        ChildCounts {
+            total: self.total_processes,
+            active: self.active_processes,
+            idle: self.idle_processes,
+        }
+    }
 }
 
 /// The status page, scraped at most once a second.
@@ -101,11 +110,7 @@ impl Scraper {
             },
             None => None,
         };
-        export(
-            &mut cache.pool,
-            status.as_ref(),
-            &metrics::global().status_page,
-        );
+        export(&mut cache.pool, status.as_ref(), metrics::global());
         cache.last = Some((Instant::now(), status.clone()));
         status
     }
@@ -150,56 +155,17 @@ fn export(pool: &mut String, status: Option<&PoolStatus>, g: &StatusPage) {
     let _ = g.scrape_failures.get_or_create(&label);
 }
 
-/// How `/status` and the summary name a breaker position.
-pub fn breaker_word(p: Position) -> String {
-    <&str>::from(p).replace('_', "-")
-}
-
-/// The one-line summary shared by `/status` and systemd's `STATUS=`.
-pub fn summary(
-    state: &PhpFpmState,
-    pool: Option<&PoolStatus>,
-    breaker: Option<&SharedBreaker>,
-) -> String {
-    let m = metrics::global();
-    let head = match state {
-        PhpFpmState::Starting => "php-fpm starting".to_string(),
-        PhpFpmState::Ready { backend } => {
-            format!("php-fpm ready (generation {})", backend.generation)
-        }
-        PhpFpmState::Restarting => "php-fpm restarting".to_string(),
-        PhpFpmState::Stopped => "stopping".to_string(),
-    };
-    let children = match pool {
-        Some(p) => format!(
-            "; {} children: {} active, {} idle",
-            p.total_processes, p.active_processes, p.idle_processes
-        ),
-        None => String::new(),
-    };
-    let breaker = breaker_word(super::ready::position(breaker));
-    format!(
-        "{head}{children}; {} in flight, {} queued; breaker {breaker}; {} restarts",
-        m.in_flight.get(),
-        m.queue_depth.get(),
-        m.restarts_total()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn text(registry: &prometheus_client::registry::Registry) -> String {
-        metrics::encode_registry(registry)
-    }
+    use crate::metrics::registry::fresh;
 
     #[test]
     fn a_scrape_sets_the_exporters_gauges_and_a_failure_counts() {
-        let (m, registry) = metrics::Metrics::registered();
+        let (g, reg) = fresh::<StatusPage>();
         let mut pool = "www".to_string();
-        export(&mut pool, None, &m.status_page);
-        let t = text(&registry);
+        export(&mut pool, None, g);
+        let t = reg.encode();
         assert!(t.contains("phpfpm_up{pool=\"www\"} 0"), "{t}");
         assert!(t.contains("phpfpm_scrape_failures{pool=\"www\"} 1"), "{t}");
 
@@ -208,8 +174,8 @@ mod tests {
             "active processes":1,"total processes":4,"max active processes":4,
             "max children reached":5,"slow requests":6}"#;
         let s: PoolStatus = serde_json::from_slice(body).unwrap();
-        export(&mut pool, Some(&s), &m.status_page);
-        let t = text(&registry);
+        export(&mut pool, Some(&s), g);
+        let t = reg.encode();
         for line in [
             "phpfpm_up{pool=\"app\"} 1",
             "phpfpm_scrape_failures{pool=\"app\"} 0",

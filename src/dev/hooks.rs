@@ -77,7 +77,7 @@ pub async fn run(hook: &Hook, base_dir: &Path) -> Outcome {
         Ok(c) => c,
         Err(e) => {
             warn!(hook = %hook.name, error = %e, "hook could not be started");
-            crate::metrics::global().hook_run(&hook.name, false);
+            super::metrics::global().hook_run(&hook.name, false);
             return Outcome::NotStarted(e.to_string());
         }
     };
@@ -92,11 +92,11 @@ pub async fn run(hook: &Hook, base_dir: &Path) -> Outcome {
     let status: ExitStatus = match status {
         Ok(s) => s,
         Err(e) => {
-            crate::metrics::global().hook_run(&hook.name, false);
+            super::metrics::global().hook_run(&hook.name, false);
             return Outcome::NotStarted(e.to_string());
         }
     };
-    crate::metrics::global().hook_run(&hook.name, status.success());
+    super::metrics::global().hook_run(&hook.name, status.success());
     if status.success() {
         info!(hook = %hook.name, elapsed_ms, "hook succeeded");
         return Outcome::Succeeded;

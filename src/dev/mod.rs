@@ -15,6 +15,7 @@ mod filter;
 mod gitignore;
 mod hooks;
 mod http;
+pub mod metrics;
 mod php;
 mod range;
 mod route;

@@ -37,6 +37,13 @@ pub enum Position {
     Open,
 }
 
+/// Where `breaker` is; closed when there is none (no forwarder).
+pub fn position(breaker: Option<&SharedBreaker>) -> Position {
+    breaker.map_or(Position::Closed, |b| {
+        b.lock().expect("breaker lock").state().position()
+    })
+}
+
 impl BreakerState {
     pub fn position(self) -> Position {
         match self {
@@ -107,7 +114,7 @@ impl Breaker {
         self.failures = 0;
         if self.state != BreakerState::Closed {
             self.state = BreakerState::Closed;
-            crate::metrics::global().breaker(Position::Closed);
+            super::metrics::global().breaker(Position::Closed);
         }
     }
 
@@ -142,7 +149,7 @@ impl Breaker {
         self.state = BreakerState::Open {
             until: now + self.open_for,
         };
-        crate::metrics::global().breaker(Position::Open);
+        super::metrics::global().breaker(Position::Open);
     }
 
     fn tick(&mut self, now: Instant) {
@@ -150,7 +157,7 @@ impl Breaker {
             && now >= until
         {
             self.state = BreakerState::HalfOpen { probing: false };
-            crate::metrics::global().breaker(Position::HalfOpen);
+            super::metrics::global().breaker(Position::HalfOpen);
         }
     }
 }

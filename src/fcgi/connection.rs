@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use super::codec::{self, HEADER_LEN};
 use super::exchange::{self, Abort, Down, Job, Stdin, error_response};
 use super::listener::{Charge, Ctx};
+use super::metrics::{self, ForwardError};
 use super::slots::ConnSlot;
-use crate::metrics::{self, ForwardError};
 use body::Body;
 use head::Head;
 

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, END_REQUEST, STDERR, STDOUT};
 use super::io::{self, Stream};
+use super::metrics::{self, ForwardError};
 use super::pool::{AcquireError, Lease, UpstreamPool};
-use crate::metrics::{self, ForwardError};
 
 /// How long a fresh connection's death waits for the supervisor to say
 /// php-fpm's master died (it publishes that before the children go).

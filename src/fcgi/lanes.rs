@@ -74,7 +74,7 @@ impl LaneGate {
     /// Waits (FIFO, until `deadline`) for room in the lane; None on timeout.
     pub async fn enter(&self, deadline: Instant) -> Option<LanePermit> {
         self.queued.fetch_add(1, Ordering::Relaxed);
-        let m = crate::metrics::global();
+        let m = super::metrics::global();
         m.lane_queued(&self.name, 1);
         let started = Instant::now();
         let r = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await;

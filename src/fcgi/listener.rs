@@ -214,7 +214,7 @@ impl ForwardListener {
             let down = Arc::new(Down::new(stream, self.ctx.limits.write));
             let ctx = self.ctx.clone();
             let shutdown = shutdown.clone();
-            let m = crate::metrics::global();
+            let m = super::metrics::global();
             m.downstream_accepted.inc();
             let open = m.hold(|m| &m.downstream_open);
             self.ctx.tracker.spawn(async move {

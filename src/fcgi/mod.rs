@@ -15,6 +15,7 @@ pub mod io;
 pub mod lanes;
 pub mod listen;
 pub mod listener;
+pub mod metrics;
 pub mod peer;
 pub mod pool;
 pub mod probe;

@@ -25,9 +25,9 @@ use super::backend::{BusyGuard, Held, Holder, Idle};
 use super::breaker::{Breaker, SharedBreaker};
 use super::io::Stream;
 use super::lanes::{LaneGate, LanePermit, Lanes};
+use super::metrics::{self, GaugeGuard};
+use super::upstream::PhpFpmState;
 use crate::config::Endpoint;
-use crate::metrics::{self, GaugeGuard};
-use crate::upstream::PhpFpmState;
 
 /// The pool's fixed settings.
 #[derive(Debug, Clone)]

@@ -80,9 +80,11 @@ pub struct Reg {
 }
 
 impl Reg {
-    /// The filled registry, to encode.
-    pub fn finish(self) -> Registry {
-        self.registry
+    /// The registry in the OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
     }
 
     /// The names registered so far.
@@ -188,6 +190,15 @@ impl Reg {
         }
         metric
     }
+}
+
+/// A fresh group in a registry of its own, for tests (the process-wide one
+/// is shared by every test), leaked so its gauges can be held.
+#[cfg(test)]
+pub fn fresh<G: Group>() -> (&'static G, Reg) {
+    let mut reg = Reg::default();
+    let group = Box::leak(Box::new(G::register(&mut reg)));
+    (group, reg)
 }
 
 /// Makes a family's histograms with its buckets.

@@ -1,21 +1,24 @@
-//! The registry as encoded: every metric once, named by the scheme, and
-//! the hot path's indexes matching their labels.
+//! Every subsystem's metrics together, as `/metrics` encodes them: every
+//! metric once, named by the scheme, and all of them registered at start-up.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use strum::IntoEnumIterator;
+use prometheus_client::metrics::MetricType;
 
-use super::*;
-use crate::fcgi::breaker::Position;
+use super::registry::{Group, Reg, fresh, metrics};
+use crate::admin::metrics::{Pool, StatusPage};
 
-/// Fresh metrics (not the global ones: other tests move those), the names
-/// registered and the encoding.
-fn fresh() -> (&'static Metrics, Vec<String>, Registry) {
-    let mut reg = Reg::default();
-    let m = Box::leak(Box::new(Metrics::register(&mut reg)));
-    let names = reg.names().to_vec();
-    (m, names, reg.finish())
+metrics! {
+    /// Every group `app::register_metrics` registers.
+    struct All {
+        forward: crate::fcgi::metrics::Metrics = group(),
+        /// Encoded without being touched: its families start at 0.
+        #[expect(dead_code)]
+        php_fpm: crate::supervisor::metrics::Metrics = group(),
+        dev: crate::dev::metrics::Metrics = group(),
+        status_page: StatusPage = group(),
+    }
 }
 
 /// `# TYPE` lines of the encoding: family name → type, and how many times.
@@ -35,12 +38,12 @@ fn types(text: &str) -> BTreeMap<String, (String, usize)> {
 
 #[test]
 fn every_registered_metric_is_encoded_once_and_named_by_the_scheme() {
-    let (m, names, registry) = fresh();
+    let (m, reg) = fresh::<All>();
     // A family is encoded once it has a member: lanes and hooks are named
     // at run time, the pool by its status page.
-    m.lane_queued("slow", 1);
-    m.lane_entered("slow", Duration::ZERO);
-    m.hook_run("build", true);
+    m.forward.lane_queued("slow", 1);
+    m.forward.lane_entered("slow", Duration::ZERO);
+    m.dev.hook_run("build", true);
     let p = Pool { pool: "www".into() };
     let s = &m.status_page;
     for g in [
@@ -60,21 +63,22 @@ fn every_registered_metric_is_encoded_once_and_named_by_the_scheme() {
     ] {
         g.get_or_create(&p).set(1);
     }
-    let text = encode_registry(&registry);
+    let text = reg.encode();
     let types = types(&text);
+    let names = reg.names();
     assert_eq!(types.len(), names.len(), "{text}");
-    for name in &names {
+    for name in names {
         let (kind, times) = types
             .get(name)
             .unwrap_or_else(|| panic!("{name} not encoded:\n{text}"));
         assert_eq!(*times, 1, "{name}");
         let kind = match kind.as_str() {
-            "counter" => prometheus_client::metrics::MetricType::Counter,
-            "gauge" => prometheus_client::metrics::MetricType::Gauge,
-            "histogram" => prometheus_client::metrics::MetricType::Histogram,
+            "counter" => MetricType::Counter,
+            "gauge" => MetricType::Gauge,
+            "histogram" => MetricType::Histogram,
             other => panic!("{name}: {other}"),
         };
-        assert!(registry::follows_scheme(name, kind), "{name}");
+        assert!(super::registry::follows_scheme(name, kind), "{name}");
         assert!(text.contains(&format!("# HELP {name} ")), "{name}: no help");
     }
     // Units come from the names.
@@ -88,79 +92,20 @@ fn every_registered_metric_is_encoded_once_and_named_by_the_scheme() {
     );
 }
 
+/// What `app` registers at start-up is every group above, each once: the
+/// first scrape lists every metric.
 #[test]
-fn indexes_follow_the_enums() {
-    for (i, k) in ForwardError::iter().enumerate() {
-        assert_eq!(k as usize, i, "{k:?}");
+fn start_up_registers_every_group_once() {
+    crate::app::register_metrics();
+    let mut all = Reg::default();
+    All::register(&mut all);
+    let mut expected = all.names().to_vec();
+    expected.sort();
+    let mut registered = super::names();
+    registered.sort();
+    assert_eq!(registered, expected);
+    let types = types(&super::encode());
+    for (name, (_, times)) in types {
+        assert_eq!(times, 1, "{name}");
     }
-    // request_done indexes by the status' first digit.
-    for (i, c) in StatusClass::iter().enumerate() {
-        assert_eq!(c as usize, i, "{c:?}");
-    }
-    for (p, n) in [
-        (Position::Closed, 0),
-        (Position::HalfOpen, 1),
-        (Position::Open, 2),
-    ] {
-        assert_eq!(p as i64, n, "the breaker gauge's help says so");
-    }
-    let (m, _, registry) = fresh();
-    m.forward_error(ForwardError::TooManyRequests);
-    for (status, class) in [
-        (102, "1xx"),
-        (204, "2xx"),
-        (302, "3xx"),
-        (404, "4xx"),
-        (503, "5xx"),
-        (0, "other"),
-    ] {
-        m.request_done(status, Duration::ZERO);
-        let line = format!("tqsup_forward_requests_total{{status=\"{class}\"}} 1");
-        assert!(encode_registry(&registry).contains(&line), "{line}");
-    }
-    assert!(
-        encode_registry(&registry)
-            .contains("tqsup_forward_errors_total{kind=\"too_many_requests\"} 1")
-    );
-}
-
-#[test]
-fn a_held_gauge_goes_back_down() {
-    let (m, _, _) = fresh();
-    let g = m.hold(|m| &m.queue_depth);
-    assert_eq!(m.queue_depth.get(), 1);
-    drop(g);
-    assert_eq!(m.queue_depth.get(), 0);
-}
-
-#[test]
-fn labels_are_snake_case_and_known_ones_start_at_zero() {
-    let (m, _, registry) = fresh();
-    m.request_done(200, Duration::from_millis(3));
-    m.forward_error(ForwardError::QueueTimeout);
-    m.breaker(Position::HalfOpen);
-    m.php_fpm_restarted(crate::supervisor::state::Cause::ReadyTimeout);
-    m.php_fpm_recycled(crate::supervisor::recycle::Reason::Lifetime);
-    m.reload(false);
-    m.hook_run("build", true);
-    let text = encode_registry(&registry);
-    for line in [
-        "tqsup_forward_request_duration_seconds_count 1",
-        "tqsup_forward_errors_total{kind=\"queue_timeout\"} 1",
-        "tqsup_forward_errors_total{kind=\"upstream_unreachable\"} 0",
-        "tqsup_forward_breaker_state 1",
-        "tqsup_forward_breaker_transitions_total{state=\"half_open\"} 1",
-        "tqsup_forward_breaker_transitions_total{state=\"open\"} 0",
-        "tqsup_php_fpm_restarts_total{reason=\"ready_timeout\"} 1",
-        "tqsup_php_fpm_restarts_total{reason=\"liveness\"} 0",
-        "tqsup_php_fpm_recycles_total{reason=\"lifetime\"} 1",
-        "tqsup_php_fpm_recycles_total{reason=\"memory\"} 0",
-        "tqsup_php_fpm_reloads_total{result=\"failed\"} 1",
-        "tqsup_php_fpm_reloads_total{result=\"ok\"} 0",
-        "tqsup_dev_hook_runs_total{hook=\"build\",result=\"ok\"} 1",
-        "tqsup_forward_received_bytes_total 0",
-    ] {
-        assert!(text.contains(line), "{line} not in:\n{text}");
-    }
-    assert_eq!(m.restarts_total(), 1);
 }

@@ -186,7 +186,7 @@ impl PhpFpm {
         let status = self.wait().await;
         let code = status.code().map(i64::from);
         let code = code.or(status.signal().map(|s| -i64::from(s)));
-        crate::metrics::global().php_fpm_exited(code.unwrap_or(-1));
+        super::metrics::global().php_fpm_exited(code.unwrap_or(-1));
         if status.signal().is_none() {
             // Readers that end are done with; the others are waited for
             // again when the group is reaped.

@@ -16,11 +16,13 @@ pub mod child;
 pub mod group;
 mod liveness;
 pub mod logs;
+pub mod metrics;
 mod publish;
 pub mod recycle;
 pub mod reload;
 mod retire;
 pub mod state;
+mod summary;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -39,7 +41,6 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::fcgi::probe;
 use crate::fcgi::upstream::{Backend, PhpFpmState};
-use crate::metrics;
 use crate::render::InternalPaths;
 use backoff::Backoff;
 use child::PhpFpm;
@@ -48,6 +49,7 @@ pub use publish::sd;
 use publish::{sd_reloading, sd_status};
 use reload::{Generation, ReloadDone};
 use state::{Action, Event, Phase, Policy, State};
+pub use summary::{ChildCounts, breaker_word, summary};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -177,7 +179,7 @@ impl Supervisor {
     /// Publishes whether php-fpm answers its ping; `tqsup_php_fpm_up`
     /// mirrors it.
     fn set_answering(&self, yes: bool) {
-        metrics::global().php_fpm.up.set(i64::from(yes));
+        metrics::global().up.set(i64::from(yes));
         self.answering.send_replace(yes);
     }
 

@@ -43,7 +43,7 @@ impl Supervisor {
         self.seen_completed = 0;
         let ready = PhpFpmState::Ready { backend };
         self.set_answering(true);
-        let status = crate::admin::summary(&ready, None, self.breaker.as_ref());
+        let status = super::summary(&ready, None, self.breaker.as_ref());
         tracing::info!(pid, generation = self.generation, endpoint = %g.files.endpoint, pool = %pool.name, "php-fpm is ready");
         self.publish(ready);
         if self.notified_ready {
@@ -57,9 +57,7 @@ impl Supervisor {
 
 /// STATUS= for systemd: the one-line summary `/status` shows too.
 pub(super) fn sd_status(state: &PhpFpmState, breaker: Option<&SharedBreaker>) {
-    sd(&[NotifyState::Status(&crate::admin::summary(
-        state, None, breaker,
-    ))]);
+    sd(&[NotifyState::Status(&super::summary(state, None, breaker))]);
 }
 
 /// sd_notify, ignoring errors (no systemd is fine).

@@ -67,7 +67,7 @@ pub fn tick(backend: &Backend, pool: &Pool) {
         };
         let held = children.held_by(pid);
         start(backend, children, pid);
-        crate::metrics::global().php_fpm_recycled(reason);
+        super::metrics::global().php_fpm_recycled(reason);
         tracing::info!(
             pid,
             reason = reason.label(),

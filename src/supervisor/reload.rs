@@ -16,11 +16,11 @@ use tokio::time::Instant;
 
 use super::backoff::Backoff;
 use super::child::PhpFpm;
+use super::metrics;
 use super::state::{Event, Phase, Policy};
 use super::{liveness_interval, retire, sd, sd_reloading, wait_ready};
 use crate::config::Endpoint;
 use crate::config::{self, Config, ConfigError};
-use crate::metrics;
 
 use crate::fcgi::upstream::PhpFpmState;
 use crate::render::InternalPaths;

@@ -12,7 +12,7 @@ use super::{Conn, MAX_REQUESTS_PER_CONN, Phase, ProtocolError, STDIN_END, Slot, 
 use crate::fcgi::codec::{self, HEADER_LEN};
 use crate::fcgi::exchange::{self, Abort, Job, StdinMsg};
 use crate::fcgi::listener::Charge;
-use crate::metrics::{self, ForwardError};
+use crate::fcgi::metrics::{self, ForwardError};
 
 impl Conn {
     pub(super) fn begin(&mut self, id: u16, content: &[u8]) -> Result<(), ProtocolError> {

@@ -1,6 +1,7 @@
-//! The supervisor's metrics (php-fpm's restarts, recycles, liveness, exits,
-//! reloads) and dev mode's hook runs.
+//! The supervisor's metrics (`tqsup_php_fpm_*`): php-fpm's restarts,
+//! recycles, liveness, exits and reloads.
 
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -9,26 +10,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use strum::IntoEnumIterator;
 
-use super::Metrics;
-use super::registry::{label_values, metrics};
-use crate::supervisor::recycle::Reason;
-use crate::supervisor::state::Cause;
+use super::recycle::Reason;
+use super::state::Cause;
+use crate::metrics::Outcome;
+use crate::metrics::registry::{label_values, metrics};
 
-/// How a reload or a hook run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::EnumIter, strum::IntoStaticStr)]
-#[strum(serialize_all = "snake_case")]
-pub enum Outcome {
-    Ok,
-    Failed,
-}
-
-impl From<bool> for Outcome {
-    fn from(ok: bool) -> Self {
-        if ok { Outcome::Ok } else { Outcome::Failed }
-    }
-}
-
-label_values!(Outcome, Cause, Reason);
+label_values!(Cause, Reason);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Restart {
@@ -45,16 +32,9 @@ struct Finished {
     result: Outcome,
 }
 
-/// A dev-mode hook (named in the config) and how its run ended.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Hook {
-    hook: String,
-    result: Outcome,
-}
-
 metrics! {
     /// What the supervisor did with php-fpm.
-    pub struct PhpFpm {
+    pub struct Metrics {
         restarts: Family<Restart, Counter> = every("tqsup_php_fpm_restarts", "php-fpm restarts, by reason", |reason| Restart { reason }),
         /// Children tqsup recycled (memory, lifetime).
         recycles: Family<Recycle, Counter> = every("tqsup_php_fpm_recycles", "php-fpm children recycled by tqsup, by reason (memory, lifetime)", |reason| Recycle { reason }),
@@ -66,13 +46,6 @@ metrics! {
     }
 }
 
-metrics! {
-    /// Dev mode's hooks.
-    pub struct Dev {
-        hook_runs: Family<Hook, Counter> = metric("tqsup_dev_hook_runs", "Dev-mode hook runs, by hook and result"),
-    }
-}
-
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -80,53 +53,42 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
+/// The supervisor's metrics in the process-wide registry.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(crate::metrics::register)
+}
+
 impl Metrics {
     /// tqsup started recycling a php-fpm child.
     pub fn php_fpm_recycled(&self, reason: Reason) {
-        self.php_fpm
-            .recycles
-            .get_or_create(&Recycle { reason })
-            .inc();
+        self.recycles.get_or_create(&Recycle { reason }).inc();
     }
 
     /// A php-fpm restart was scheduled, for this cause.
     pub fn php_fpm_restarted(&self, reason: Cause) {
-        self.php_fpm
-            .restarts
-            .get_or_create(&Restart { reason })
-            .inc();
+        self.restarts.get_or_create(&Restart { reason }).inc();
     }
 
     pub fn php_fpm_started(&self) {
-        self.php_fpm.start_time.set(unix_now());
+        self.start_time.set(unix_now());
     }
 
     /// php-fpm exited with `code` (negative: killed by that signal).
     pub fn php_fpm_exited(&self, code: i64) {
-        self.php_fpm.last_exit_code.set(code);
-        self.php_fpm.up.set(0);
+        self.last_exit_code.set(code);
+        self.up.set(0);
     }
 
     pub fn reload(&self, ok: bool) {
         let result = ok.into();
-        self.php_fpm
-            .reloads
-            .get_or_create(&Finished { result })
-            .inc();
-    }
-
-    pub fn hook_run(&self, hook: &str, ok: bool) {
-        let label = Hook {
-            hook: hook.into(),
-            result: ok.into(),
-        };
-        self.dev.hook_runs.get_or_create(&label).inc();
+        self.reloads.get_or_create(&Finished { result }).inc();
     }
 
     /// Seconds since php-fpm's last start (0 when it never started), for
     /// `/status`.
     pub fn php_fpm_uptime(&self) -> f64 {
-        let start = self.php_fpm.start_time.get();
+        let start = self.start_time.get();
         if start == 0.0 {
             return 0.0;
         }
@@ -136,12 +98,36 @@ impl Metrics {
     /// Total php-fpm restarts so far (all reasons), for `/status`.
     pub fn restarts_total(&self) -> u64 {
         Cause::iter()
-            .map(|reason| {
-                self.php_fpm
-                    .restarts
-                    .get_or_create(&Restart { reason })
-                    .get()
-            })
+            .map(|reason| self.restarts.get_or_create(&Restart { reason }).get())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::registry::fresh;
+
+    #[test]
+    fn every_reason_starts_at_zero_and_restarts_add_up() {
+        let (m, reg) = fresh::<Metrics>();
+        m.php_fpm_restarted(Cause::ReadyTimeout);
+        m.php_fpm_restarted(Cause::Liveness);
+        m.php_fpm_recycled(Reason::Lifetime);
+        m.reload(false);
+        let text = reg.encode();
+        for line in [
+            "tqsup_php_fpm_restarts_total{reason=\"ready_timeout\"} 1",
+            "tqsup_php_fpm_recycles_total{reason=\"lifetime\"} 1",
+            "tqsup_php_fpm_recycles_total{reason=\"memory\"} 0",
+            "tqsup_php_fpm_reloads_total{result=\"failed\"} 1",
+            "tqsup_php_fpm_reloads_total{result=\"ok\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} not in:\n{text}");
+        }
+        assert_eq!(m.restarts_total(), 2);
+        assert_eq!(m.php_fpm_uptime(), 0.0, "never started");
+        m.php_fpm_started();
+        assert!(m.php_fpm_uptime() < 60.0);
     }
 }

@@ -4,13 +4,16 @@
 //! exporter's do: the counting ones start again from 0 when php-fpm does,
 //! which `rate()` takes as a counter reset. They are gauges because an
 //! OpenMetrics counter's samples must end `_total`, which the exporter's
-//! names do not. The admin endpoint sets them at each scrape.
+//! names do not. The admin endpoint sets them at each scrape
+//! (`status.rs`).
+
+use std::sync::OnceLock;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::registry::metrics;
+use crate::metrics::registry::metrics;
 
 /// php-fpm's pool, by its name on the status page.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -38,4 +41,10 @@ metrics! {
         pub max_children_reached: PerPool = metric("phpfpm_max_children_reached", "Times the pool hit pm.max_children"),
         pub slow_requests: PerPool = metric("phpfpm_slow_requests", "Requests slower than request_slowlog_timeout"),
     }
+}
+
+/// The status page's gauges in the process-wide registry.
+pub fn global() -> &'static StatusPage {
+    static METRICS: OnceLock<StatusPage> = OnceLock::new();
+    METRICS.get_or_init(crate::metrics::register)
 }
