@@ -23,7 +23,3 @@ pub mod render;
 pub mod runtime_dir;
 pub mod signals;
 pub mod supervisor;
-
-/// `crate::upstream::PhpFpmState`, the path it always had: it lives in
-/// `fcgi`, beside the backends it refers to.
-pub use fcgi::upstream;

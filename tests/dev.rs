@@ -17,7 +17,7 @@ use tqsup::config;
 use tqsup::control::Control;
 use tqsup::dev::{PhpTarget, run_dev};
 use tqsup::render;
-use tqsup::upstream::InternalPaths;
+use tqsup::render::InternalPaths;
 
 /// Every test's hard limit.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);

@@ -10,8 +10,6 @@ use std::sync::Arc;
 
 pub use super::backend::Backend;
 use crate::config::Endpoint;
-/// Where the paths used to be; `crate::upstream::InternalPaths` still works.
-pub use crate::render::InternalPaths;
 
 /// php-fpm as the supervisor sees it.
 #[derive(Debug, Clone, PartialEq)]

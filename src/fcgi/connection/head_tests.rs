@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use super::*;
 use crate::fcgi::codec::{Record, decode};
 use crate::fcgi::listener::ParamsBudget;
-use crate::upstream::InternalPaths;
+use crate::render::InternalPaths;
 
 fn records(b: &[u8]) -> Vec<Record> {
     let mut buf = BytesMut::from(b);
