@@ -110,11 +110,9 @@ impl<'a> Checker<'a> {
     pub fn ms(&mut self, key: Key<u64>, default: Duration, min: u64) -> Duration {
         let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
         let v = self.or(key, default, MILLIS);
-        let (why, fix) = (
-            format!("must be at least {min} ms, is {v}"),
-            format!("{min} or more"),
-        );
-        self.require(v >= min, key.0, why, self.set(key.0, fix));
+        let fix = self.set(key.0, format!("{min} or more"));
+        let why = format!("must be at least {min} ms, is {v}");
+        self.require(v >= min, key.0, why, fix);
         Duration::from_millis(v)
     }
 

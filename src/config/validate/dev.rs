@@ -48,12 +48,8 @@ fn hooks(c: &mut Checker, r: &RawDev) -> Vec<Hook> {
     c.list(key!(r.hooks), "a list of hooks", |c, i, h: &RawHook| {
         let name = c.or(key!(h.name), format!("hook{}", i + 1), "a name");
         let why = format!("`{name}` is used by another hook");
-        c.require(
-            names.insert(name.clone()),
-            "name",
-            why,
-            "give each hook its own name",
-        );
+        let fix = "give each hook its own name";
+        c.require(names.insert(name.clone()), "name", why, fix);
         let run = c.or(key!(h.run), String::new(), "a shell command");
         let fix = "set `run` to the command to execute, e.g. \"npm run build\"";
         c.require(!run.trim().is_empty(), "run", "is missing", fix);

@@ -53,12 +53,9 @@ pub fn validate(
     let mut c = Checker::new(ctx);
     control_characters("", doc, &mut c.problems);
     if !doc.is_object() && !doc.is_null() {
-        let message = format!("expected a mapping of sections, found {}", describe(doc));
-        c.problem(
-            "(top level)",
-            message,
-            "start the file with sections such as `php_fpm:`",
-        );
+        let why = format!("expected a mapping of sections, found {}", describe(doc));
+        let fix = "start the file with sections such as `php_fpm:`";
+        c.problem("(top level)", why, fix);
         return Err(c.problems);
     }
     let raw: RawConfig = serde_json::from_value(doc.clone()).unwrap_or_default();
@@ -113,9 +110,8 @@ const CONTROL_FIX: &str = "remove the control characters; every value must fit o
 /// Whether `s` is non-empty and only ASCII letters, digits and `extra`:
 /// [`NAME`] for what php-fpm (and a metric label) takes as a name.
 fn name_ok(s: &str, extra: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+    let ok = |c: char| c.is_ascii_alphanumeric() || extra.contains(c);
+    !s.is_empty() && s.chars().all(ok)
 }
 
 /// The characters besides letters and digits php-fpm takes in a pool or

@@ -79,9 +79,8 @@ fn transport_agrees(c: &mut Checker, r: &RawPhpFpm, listen: &Option<Endpoint>) {
 
 /// `document_root`, which must be a directory.
 fn document_root(c: &mut Checker, r: &RawPhpFpm) -> PathBuf {
-    let root = c
-        .get(key!(r.document_root), "a directory path")
-        .map(|d| c.path(&d));
+    let root = c.get(key!(r.document_root), "a directory path");
+    let root = root.map(|d| c.path(&d));
     let root = root.unwrap_or_else(|| defaults::document_root(c.ctx.base_dir, c.ctx.embedded));
     let why = format!("{} does not exist or is not a directory", root.display());
     let fix = "create it, or set php_fpm.document_root to your project's public directory";
@@ -124,11 +123,8 @@ const FLAG_WORDS: [&str; 6] = ["on", "off", "true", "false", "yes", "no"];
 
 /// The pool's `env[]`: tqsup's own `PHP_*` variables, then the config's.
 fn env(c: &mut Checker, r: &RawPhpFpm) -> BTreeMap<String, String> {
-    let raw = c.or(
-        key!(r.env),
-        BTreeMap::new(),
-        "a mapping of variable names to values",
-    );
+    let expect = "a mapping of variable names to values";
+    let raw = c.or(key!(r.env), BTreeMap::new(), expect);
     // A value starting with `$` is read by php-fpm as the name of one of
     // its master's environment variables, so it cannot be passed through
     // `env[]`: such PHP_* variables are left out (and `render` warns).

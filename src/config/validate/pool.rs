@@ -13,11 +13,8 @@ pub(super) fn read(c: &mut Checker, r: &RawPool) -> Pool {
         c.problem("name", why, "use letters, digits, `_`, `.` and `-` only");
     } else if name.eq_ignore_ascii_case("global") {
         let why = "`global` is php-fpm's own section ([global]), not a pool";
-        c.problem(
-            "name",
-            why,
-            format!("choose another name, e.g. {POOL_NAME}"),
-        );
+        let fix = format!("choose another name, e.g. {POOL_NAME}");
+        c.problem("name", why, fix);
     }
     let kind = c.choice(("type", &r.kind)).unwrap_or(POOL_KIND);
     let fix = format!("set it to the number of PHP requests to run at once, e.g. {MAX_CHILDREN}");
@@ -26,19 +23,12 @@ pub(super) fn read(c: &mut Checker, r: &RawPool) -> Pool {
     let start = r.start_servers.get().copied().unwrap_or(0);
     let max_spare = max_spare_servers(start, min_spare, max_children);
     let max_spare = c.or(key!(r.max_spare_servers), max_spare, WHOLE);
-    let start = c.or(
-        key!(r.start_servers),
-        start_servers(min_spare, max_spare),
-        WHOLE,
-    );
+    let start = start_servers(min_spare, max_spare);
+    let start = c.or(key!(r.start_servers), start, WHOLE);
     if kind == PoolKind::Dynamic && max_children >= 1 {
         let why = "must be at least 1 for a dynamic pool";
-        c.require(
-            min_spare >= 1,
-            "min_spare_servers",
-            why,
-            "set it to 1 or more",
-        );
+        let fix = "set it to 1 or more";
+        c.require(min_spare >= 1, "min_spare_servers", why, fix);
         let why = format!("({max_spare}) is greater than max_children ({max_children})");
         let fix = format!("lower it to {max_children} or less, or raise max_children");
         c.require(max_spare <= max_children, "max_spare_servers", why, fix);
@@ -52,10 +42,8 @@ pub(super) fn read(c: &mut Checker, r: &RawPool) -> Pool {
             c.problem("start_servers", why, SPARE_RULE);
         }
     }
-    let (recycle, off) = (
-        "a whole number (0 = never recycle)",
-        "a whole number of MiB (0 = off)",
-    );
+    let recycle = "a whole number (0 = never recycle)";
+    let off = "a whole number of MiB (0 = off)";
     Pool {
         name,
         kind,
