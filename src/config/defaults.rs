@@ -3,6 +3,7 @@
 //! and the code that depends on them. A key whose default is "off" (0) has
 //! no constant.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::model::{HookAction, LogFormat, PoolKind, RestartPolicy};
@@ -22,6 +23,18 @@ pub const WRITE_TIMEOUT: Duration = ms(30_000);
 /// `php_fpm.document_root`, relative to the config file.
 pub const DOCUMENT_ROOT: &str = "public";
 
+/// `php_fpm.document_root` when unset: [`DOCUMENT_ROOT`] beside the config;
+/// in zero-config dev mode (`embedded`) `./public` when it exists, else the
+/// project itself.
+pub fn document_root(base: &Path, embedded: bool) -> PathBuf {
+    let public = base.join(DOCUMENT_ROOT);
+    if embedded && !public.is_dir() {
+        base.to_path_buf()
+    } else {
+        public
+    }
+}
+
 /// `php_fpm.pool.name`.
 pub const POOL_NAME: &str = "www";
 /// `php_fpm.pool.type`.
@@ -30,10 +43,23 @@ pub const POOL_KIND: PoolKind = PoolKind::Dynamic;
 pub const MAX_CHILDREN: u32 = 5;
 /// `php_fpm.pool.min_spare_servers`.
 pub const MIN_SPARE_SERVERS: u32 = 1;
-/// `php_fpm.pool.max_spare_servers`, raised to fit a larger start or min
-/// spare and lowered to fit max_children; start_servers defaults to the
-/// middle of min and max spare.
+/// `php_fpm.pool.max_spare_servers`, as [`max_spare_servers`] fits it.
 pub const MAX_SPARE_SERVERS: u32 = 3;
+
+/// `php_fpm.pool.max_spare_servers` when unset: [`MAX_SPARE_SERVERS`],
+/// raised to fit a larger start (as written) or min spare and lowered to fit
+/// max_children.
+pub fn max_spare_servers(start: u32, min_spare: u32, max_children: u32) -> u32 {
+    MAX_SPARE_SERVERS
+        .max(start)
+        .max(min_spare)
+        .min(max_children.max(1))
+}
+
+/// `php_fpm.pool.start_servers` when unset: the middle of min and max spare.
+pub fn start_servers(min_spare: u32, max_spare: u32) -> u32 {
+    min_spare + max_spare.saturating_sub(min_spare) / 2
+}
 /// `php_fpm.pool.process_idle_timeout_ms` (ondemand).
 pub const PROCESS_IDLE_TIMEOUT: Duration = ms(10_000);
 

@@ -17,6 +17,14 @@ pub struct Problem {
     pub fix: String,
 }
 
+impl Problem {
+    /// The problem at `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        let (key, message, fix) = (key.into(), message.into(), fix.into());
+        Problem { key, message, fix }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {} (fix: {})", self.key, self.message, self.fix)

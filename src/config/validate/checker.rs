@@ -3,6 +3,7 @@
 //! dotted path (the legacy name when the key was mapped from one), and a bad
 //! value is replaced by its default so validation goes on to find the rest.
 
+use std::fmt::Display;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,9 +13,8 @@ use crate::config::model::{Choice, Endpoint};
 use crate::config::problem::{Problem, closest, describe};
 use crate::config::raw::{Field, Section};
 
-/// A key of the section being read and its raw field. Written with
-/// `key!(r.field)` (the field's name is the key) or,
-/// for a field renamed from a Rust keyword, as `("type", &r.kind)`.
+/// A key of the section being read and its raw field: `key!(r.field)`, or
+/// `("type", &r.kind)` for a field renamed from a Rust keyword.
 pub(super) type Key<'f, T> = (&'static str, &'f Field<T>);
 
 /// What a flag expects.
@@ -26,6 +26,15 @@ pub(super) const MILLIS: &str = "a whole number of milliseconds";
 
 const ENDPOINT_FIX: &str =
     "write host:port (127.0.0.1:9000) or a socket path (/run/tqsup/fcgi.sock)";
+const SHORTER: &str = "use a shorter path, e.g. under /run";
+
+/// `name` inside the section at `path` (the top when empty).
+pub(super) fn child(path: &str, name: &str) -> String {
+    match path {
+        "" => name.to_string(),
+        path => format!("{path}.{name}"),
+    }
+}
 
 /// Collects problems while validation reads the raw document.
 pub(super) struct Checker<'a> {
@@ -38,9 +47,9 @@ pub(super) struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    /// A checker at the top of the document, after `problems` found earlier.
-    pub fn new(ctx: &'a Context<'a>, problems: Vec<Problem>) -> Self {
-        let path = String::new();
+    /// A checker at the top of the document, with nothing found yet.
+    pub fn new(ctx: &'a Context<'a>) -> Self {
+        let (path, problems) = (String::new(), Vec::new());
         Checker {
             ctx,
             path,
@@ -48,41 +57,39 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// The dotted path of `name` in the current section.
-    pub fn key(&self, name: &str) -> String {
-        match self.path.as_str() {
-            "" => name.to_string(),
-            path => format!("{path}.{name}"),
-        }
-    }
-
     /// The dotted path problems show for `name`: the legacy key it was
     /// mapped from, if any.
     fn shown(&self, name: &str) -> String {
-        let key = self.key(name);
+        let key = child(&self.path, name);
         self.ctx.aliases.get(&key).cloned().unwrap_or(key)
     }
 
-    /// How a fix names the key `name`: as the file writes it.
-    fn written(&self, name: &str) -> String {
+    /// The fix "set `name` to {what}", naming the key as the file writes it.
+    fn set(&self, name: &str, what: impl Display) -> String {
         let shown = self.shown(name);
-        shown.rsplit('.').next().unwrap_or(name).to_string()
+        let written = shown.rsplit('.').next().unwrap_or(name);
+        format!("set `{written}` to {what}")
     }
 
     /// Reports a problem at `name` in the current section.
     pub fn problem(&mut self, name: &str, message: impl Into<String>, fix: impl Into<String>) {
         let key = self.shown(name);
-        let (message, fix) = (message.into(), fix.into());
-        self.problems.push(Problem { key, message, fix });
+        self.problems.push(Problem::new(key, message, fix));
+    }
+
+    /// Reports a problem at `at` unless `ok`.
+    pub fn require(&mut self, ok: bool, at: &str, why: impl Into<String>, fix: impl Into<String>) {
+        if !ok {
+            self.problem(at, why, fix);
+        }
     }
 
     /// The value when set; a value of the wrong type is reported
     /// ("expected {expect}") and read as unset.
     pub fn get<T: Clone>(&mut self, (name, field): Key<T>, expect: &str) -> Option<T> {
         if let Field::Bad { value } = field {
-            let found = describe(value);
-            let fix = format!("set `{}` to {expect}", self.written(name));
-            self.problem(name, format!("expected {expect}, found {found}"), fix);
+            let message = format!("expected {expect}, found {}", describe(value));
+            self.problem(name, message, self.set(name, expect));
         }
         field.get().cloned()
     }
@@ -92,25 +99,30 @@ impl<'a> Checker<'a> {
         self.get(key, expect).unwrap_or(default)
     }
 
+    /// A count that must be at least 1 (else reported with `fix`).
+    pub fn count(&mut self, key: Key<u32>, default: u32, fix: String) -> u32 {
+        let n = self.or(key, default, WHOLE);
+        self.require(n >= 1, key.0, "must be at least 1", fix);
+        n
+    }
+
     /// A duration written in milliseconds, at least `min`.
     pub fn ms(&mut self, key: Key<u64>, default: Duration, min: u64) -> Duration {
         let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
         let v = self.or(key, default, MILLIS);
-        if v < min {
-            let fix = format!("set `{}` to {min} or more", self.written(key.0));
-            self.problem(key.0, format!("must be at least {min} ms, is {v}"), fix);
-        }
+        let fix = self.set(key.0, format!("{min} or more"));
+        let why = format!("must be at least {min} ms, is {v}");
+        self.require(v >= min, key.0, why, fix);
         Duration::from_millis(v)
     }
 
     /// One of the words of `T`; None when unset, of the wrong type or unknown.
     pub fn choice<T: Choice>(&mut self, key: Key<String>) -> Option<T> {
-        let words = T::one_of();
-        let word = self.get(key, &words)?;
+        let word = self.get(key, &T::one_of())?;
         let value = T::from_word(&word);
         if value.is_none() {
             let message = format!("unknown {} `{word}`", T::WHAT);
-            self.problem(key.0, message, format!("use {words}"));
+            self.problem(key.0, message, format!("use {}", T::one_of()));
         }
         value
     }
@@ -120,41 +132,32 @@ impl<'a> Checker<'a> {
         resolve(self.ctx.base_dir, p)
     }
 
-    /// Reads a section (empty when unset or not a mapping) with `read`,
-    /// inside its key path.
-    pub fn section<T: Section, R>(
-        &mut self,
-        key: Key<T>,
-        read: impl FnOnce(&mut Self, &T) -> R,
-    ) -> R {
+    /// Reads a section (empty when unset or not a mapping) with `f`, inside
+    /// its key path.
+    pub fn section<T: Section, R>(&mut self, key: Key<T>, f: impl FnOnce(&mut Self, &T) -> R) -> R {
         let section = self.or(key, T::default(), "a mapping (key: value lines)");
-        self.within(key.0, |c| {
-            c.unknown(&section);
-            read(c, &section)
-        })
+        self.within(key.0, &section, |c| f(c, &section))
     }
 
-    /// Reads each item of a list with `read`, inside `name[i]`.
+    /// Reads each item of a list with `f`, inside `name[i]`.
     pub fn list<T: Section, R>(
         &mut self,
         key: Key<Vec<T>>,
         expect: &str,
-        mut read: impl FnMut(&mut Self, usize, &T) -> R,
+        mut f: impl FnMut(&mut Self, usize, &T) -> R,
     ) -> Vec<R> {
         let items = self.or(key, Vec::new(), expect);
-        let read = |(i, item): (usize, &T)| {
-            self.within(&format!("{}[{i}]", key.0), |c| {
-                c.unknown(item);
-                read(c, i, item)
-            })
-        };
+        let read = |(i, item)| self.within(&format!("{}[{i}]", key.0), item, |c| f(c, i, item));
         items.iter().enumerate().map(read).collect()
     }
 
-    fn within<R>(&mut self, name: &str, read: impl FnOnce(&mut Self) -> R) -> R {
-        let inner = self.key(name);
+    /// Runs `f` inside the section `name`, after reporting the keys of
+    /// `section` it does not know.
+    fn within<T: Section, R>(&mut self, name: &str, s: &T, f: impl FnOnce(&mut Self) -> R) -> R {
+        let inner = child(&self.path, name);
         let outer = std::mem::replace(&mut self.path, inner);
-        let out = read(self);
+        self.unknown(s);
+        let out = f(self);
         self.path = outer;
         out
     }
@@ -165,7 +168,7 @@ impl<'a> Checker<'a> {
         let known = T::known_keys();
         for key in section.unknown().keys() {
             let fix = match closest(key, &known) {
-                Some(k) => format!("did you mean `{}`?", self.key(k)),
+                Some(k) => format!("did you mean `{}`?", child(&self.path, k)),
                 None => format!("remove it; known keys here: {}", known.join(", ")),
             };
             self.problem(key, "unknown key", fix);
@@ -191,10 +194,7 @@ impl<'a> Checker<'a> {
     pub fn endpoint(&mut self, key: Key<String>, expect: &str) -> Option<Endpoint> {
         let text = self.get(key, expect)?;
         let (why, fix) = match parse_endpoint(self.ctx.base_dir, &text) {
-            Ok(Endpoint::Unix(p)) if socket_path_problem(&p).is_some() => {
-                let why = socket_path_problem(&p).unwrap_or_default();
-                (why, "use a shorter path, e.g. under /run")
-            }
+            Ok(Endpoint::Unix(p)) if let Some(why) = socket_path_problem(&p) => (why, SHORTER),
             Ok(endpoint) => return Some(endpoint),
             Err(why) => (why, ENDPOINT_FIX),
         };

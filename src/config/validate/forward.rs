@@ -1,13 +1,11 @@
 //! `forward:`: the built-in FastCGI forwarding listener, its client limits,
 //! the breaker's health probe and the lanes.
 
-use std::collections::HashSet;
-use std::time::Duration;
+use super::*;
 
-use super::{BOOL, Checker, MILLIS, WHOLE, name_ok};
-use crate::config::defaults::*;
-use crate::config::model::{Config, Endpoint, Forward, Health, Lane, ZERO_CONFIG_FCGI_SOCKET};
-use crate::config::raw::{RawForward, RawHealth, RawLane};
+const THREADS: &str = "a whole number (0: one per CPU but one, at most 8)";
+const THREADS_FIX: &str = "leave it at 0 (auto) or set the number of CPUs";
+const BYTES: &str = "a whole number of bytes";
 
 pub(super) fn read(c: &mut Checker, r: &RawForward) -> Forward {
     let enabled = c.or(key!(r.enabled), true, BOOL);
@@ -22,46 +20,25 @@ pub(super) fn read(c: &mut Checker, r: &RawForward) -> Forward {
         listen.unwrap_or(Endpoint::Tcp(FORWARD_LISTEN.into()))
     };
     let socket_mode = socket_mode(c, r);
-    let max_connections = c.or(key!(r.max_connections), MAX_CONNECTIONS, WHOLE);
-    if max_connections < 1 {
-        let fix = format!("set it to {MAX_CONNECTIONS} or so");
-        c.problem("max_connections", "must be at least 1", fix);
-    }
-    let threads = c.or(
-        key!(r.threads),
-        0,
-        "a whole number (0: one per CPU but one, at most 8)",
-    );
-    if threads > MAX_FORWARD_THREADS {
-        let fix = "leave it at 0 (auto) or set the number of CPUs";
-        c.problem(
-            "threads",
-            format!("must be at most {MAX_FORWARD_THREADS}"),
-            fix,
-        );
-    }
+    let fix = format!("set it to {MAX_CONNECTIONS} or so");
+    let max_connections = c.count(key!(r.max_connections), MAX_CONNECTIONS, fix);
+    let threads = c.or(key!(r.threads), 0, THREADS);
+    let why = format!("must be at most {MAX_FORWARD_THREADS}");
+    c.require(threads <= MAX_FORWARD_THREADS, "threads", why, THREADS_FIX);
     let queue_timeout = c.ms(key!(r.queue_timeout_ms), QUEUE_TIMEOUT, 0);
     let retry_idempotent = c.or(key!(r.retry_idempotent), true, BOOL);
     let params_timeout = c.ms(key!(r.params_timeout_ms), PARAMS_TIMEOUT, 1);
     let stdin_timeout = c.ms(key!(r.stdin_timeout_ms), STDIN_TIMEOUT, 1);
-    let bytes = "a whole number of bytes";
-    let buffer = c.or(key!(r.params_buffer_bytes), PARAMS_BUFFER, bytes);
-    if buffer < MIN_PARAMS_BUFFER {
-        let message = format!("must be at least {MIN_PARAMS_BUFFER} bytes, is {buffer}");
-        let fix = format!("set it to {PARAMS_BUFFER} (1 MiB, what nginx and php-fpm allow) or so");
-        c.problem("params_buffer_bytes", message, fix);
-    }
-    let total = c.or(
-        key!(r.params_buffer_total_bytes),
-        PARAMS_BUFFER_TOTAL,
-        bytes,
-    );
-    if total < buffer {
-        let message =
-            format!("must be at least forward.params_buffer_bytes ({buffer}), is {total}");
-        let fix = "set it to 64 times params_buffer_bytes or so";
-        c.problem("params_buffer_total_bytes", message, fix);
-    }
+    let buffer = c.or(key!(r.params_buffer_bytes), PARAMS_BUFFER, BYTES);
+    let why = format!("must be at least {MIN_PARAMS_BUFFER} bytes, is {buffer}");
+    let fix = format!("set it to {PARAMS_BUFFER} (1 MiB, what nginx and php-fpm allow) or so");
+    c.require(buffer >= MIN_PARAMS_BUFFER, "params_buffer_bytes", why, fix);
+    let key = key!(r.params_buffer_total_bytes);
+    let total = c.or(key, PARAMS_BUFFER_TOTAL, BYTES);
+    let why = format!("must be at least forward.params_buffer_bytes ({buffer}), is {total}");
+    let fix = "set it to 64 times params_buffer_bytes or so";
+    c.require(total >= buffer, "params_buffer_total_bytes", why, fix);
+    let idle = key!(r.pool_idle_timeout_ms);
     Forward {
         enabled,
         listen,
@@ -77,43 +54,33 @@ pub(super) fn read(c: &mut Checker, r: &RawForward) -> Forward {
         health: c.section(key!(r.health), health),
         lanes: lanes(c, r, queue_timeout),
         slow_request: c.ms(key!(r.slow_request_ms), Duration::ZERO, 0),
-        pool_idle_timeout: c
-            .get(key!(r.pool_idle_timeout_ms), MILLIS)
-            .map(Duration::from_millis),
+        pool_idle_timeout: c.get(idle, MILLIS).map(Duration::from_millis),
     }
 }
 
 /// An octal file mode written as a string, e.g. "0660".
 fn socket_mode(c: &mut Checker, r: &RawForward) -> u32 {
-    let text = c.get(
-        key!(r.socket_mode),
-        "an octal mode in quotes, e.g. \"0660\"",
-    );
-    let Some(text) = text else { return SOCKET_MODE };
+    let expect = "an octal mode in quotes, e.g. \"0660\"";
+    let Some(text) = c.get(key!(r.socket_mode), expect) else {
+        return SOCKET_MODE;
+    };
     match u32::from_str_radix(&text, 8) {
         Ok(mode) if mode <= 0o777 && (3..=4).contains(&text.len()) => mode,
         _ => {
-            let message = format!("`{text}` is not an octal file mode");
-            c.problem("socket_mode", message, "write it in quotes, e.g. \"0660\"");
+            let why = format!("`{text}` is not an octal file mode");
+            c.problem("socket_mode", why, "write it in quotes, e.g. \"0660\"");
             SOCKET_MODE
         }
     }
 }
 
 fn health(c: &mut Checker, r: &RawHealth) -> Health {
-    let interval = c.ms(key!(r.interval_ms), HEALTH_INTERVAL, 1);
-    let timeout = c.ms(key!(r.timeout_ms), HEALTH_TIMEOUT, 1);
-    let failure_threshold = c.or(key!(r.failure_threshold), FAILURE_THRESHOLD, WHOLE);
-    if failure_threshold < 1 {
-        let fix = format!("set it to {FAILURE_THRESHOLD}");
-        c.problem("failure_threshold", "must be at least 1", fix);
-    }
-    let open = c.ms(key!(r.open_ms), BREAKER_OPEN, 1);
+    let fix = format!("set it to {FAILURE_THRESHOLD}");
     Health {
-        interval,
-        timeout,
-        failure_threshold,
-        open,
+        interval: c.ms(key!(r.interval_ms), HEALTH_INTERVAL, 1),
+        timeout: c.ms(key!(r.timeout_ms), HEALTH_TIMEOUT, 1),
+        failure_threshold: c.count(key!(r.failure_threshold), FAILURE_THRESHOLD, fix),
+        open: c.ms(key!(r.open_ms), BREAKER_OPEN, 1),
     }
 }
 
@@ -124,36 +91,30 @@ fn lanes(c: &mut Checker, r: &RawForward, queue_timeout: Duration) -> Vec<Lane> 
     let mut names = HashSet::new();
     c.list(key!(r.lanes), "a list of lanes", |c, i, l: &RawLane| {
         let name = c.or(key!(l.name), format!("lane{}", i + 1), "a name");
-        if !name_ok(&name) {
+        if !name_ok(&name, NAME) {
             let fix = "use letters, digits, `_`, `.` and `-` (it becomes a metric label)";
             c.problem("name", format!("`{name}` is not a simple name"), fix);
         } else if !names.insert(name.clone()) {
             let fix = "give each lane its own name";
             c.problem("name", format!("`{name}` is used by another lane"), fix);
         }
-        let matches = c.or(
-            ("match", &l.matches),
-            String::new(),
-            "a path glob or prefix",
-        );
+        let expect = "a path glob or prefix";
+        let matches = c.or(("match", &l.matches), String::new(), expect);
         if !matches.starts_with('/') {
-            let message = format!("`{matches}` does not start with `/`");
-            c.problem("match", message, LANE_MATCH_FIX);
+            let why = format!("`{matches}` does not start with `/`");
+            c.problem("match", why, LANE_MATCH_FIX);
         } else {
             c.glob("match", &matches);
         }
         let max = c.or(key!(l.max), 0, "a whole number ≥ 1");
-        if max == 0 {
-            let message = "is 0 (or missing): the lane's requests could never run";
-            let fix = "set how many pooled connections the lane may hold at once, e.g. 1";
-            c.problem("max", message, fix);
-        }
-        let queue_timeout = c.ms(key!(l.queue_timeout_ms), queue_timeout, 0);
+        let why = "is 0 (or missing): the lane's requests could never run";
+        let fix = "set how many pooled connections the lane may hold at once, e.g. 1";
+        c.require(max > 0, "max", why, fix);
         Lane {
             name,
             matches,
             max,
-            queue_timeout,
+            queue_timeout: c.ms(key!(l.queue_timeout_ms), queue_timeout, 0),
         }
     })
 }
@@ -162,13 +123,12 @@ fn lanes(c: &mut Checker, r: &RawForward, queue_timeout: Duration) -> Vec<Lane> 
 pub(super) fn lanes_fit_the_pool(c: &mut Checker, config: &Config) {
     let pool_size = config.php_fpm.pool_size;
     for (i, lane) in config.forward.lanes.iter().enumerate() {
-        if lane.max > pool_size {
-            let max = lane.max;
-            let message = format!(
-                "({max}) is more than php_fpm.pool_size ({pool_size}): the lane could take the whole pool and more"
-            );
-            let fix = "make it smaller than the pool, leaving connections for everything else";
-            c.problem(&format!("forward.lanes[{i}].max"), message, fix);
-        }
+        let max = lane.max;
+        let why = format!(
+            "({max}) is more than php_fpm.pool_size ({pool_size}): the lane could take the whole pool and more"
+        );
+        let fix = "make it smaller than the pool, leaving connections for everything else";
+        let key = format!("forward.lanes[{i}].max");
+        c.require(max <= pool_size, &key, why, fix);
     }
 }

@@ -18,15 +18,19 @@ mod php_fpm;
 mod pool;
 mod supervisor;
 
-use std::collections::HashMap;
+// What the section files share (`use super::*`): the raw layer, the model,
+// the defaults and the checker.
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::model::{Admin, Config};
+use super::defaults::*;
+use super::model::*;
 use super::problem::{Problem, describe};
-use super::raw::RawConfig;
-use checker::{BOOL, Checker, MILLIS, WHOLE};
+use super::raw::*;
+use checker::{BOOL, Checker, Key, MILLIS, WHOLE, child};
 
 /// What validation needs besides the parsed document.
 pub struct Context<'a> {
@@ -46,18 +50,15 @@ pub fn validate(
     source: Option<PathBuf>,
     ctx: &Context,
 ) -> Result<Config, Vec<Problem>> {
-    let mut problems = Vec::new();
-    control_characters("", doc, &mut problems);
+    let mut c = Checker::new(ctx);
+    control_characters("", doc, &mut c.problems);
     if !doc.is_object() && !doc.is_null() {
-        problems.push(Problem {
-            key: "(top level)".into(),
-            message: format!("expected a mapping of sections, found {}", describe(doc)),
-            fix: "start the file with sections such as `php_fpm:`".into(),
-        });
-        return Err(problems);
+        let why = format!("expected a mapping of sections, found {}", describe(doc));
+        let fix = "start the file with sections such as `php_fpm:`";
+        c.problem("(top level)", why, fix);
+        return Err(c.problems);
     }
     let raw: RawConfig = serde_json::from_value(doc.clone()).unwrap_or_default();
-    let c = &mut Checker::new(ctx, problems);
     c.unknown(&raw);
     let config = Config {
         source,
@@ -71,52 +72,48 @@ pub fn validate(
         }),
         log: c.section(key!(raw.log), log::read),
     };
-    forward::lanes_fit_the_pool(c, &config);
-    match std::mem::take(&mut c.problems) {
-        problems if problems.is_empty() => Ok(config),
-        problems => Err(problems),
-    }
+    forward::lanes_fit_the_pool(&mut c, &config);
+    c.problems.is_empty().then_some(config).ok_or(c.problems)
 }
 
 /// Reports every string (and mapping key) holding a control character: such
 /// a value could smuggle a directive into the rendered php-fpm files.
-fn control_characters(path: &str, value: &Value, problems: &mut Vec<Problem>) {
+fn control_characters(path: &str, value: &Value, out: &mut Vec<Problem>) {
     let bad = |s: &str| s.chars().any(char::is_control);
     match value {
-        Value::String(s) if bad(s) => problems.push(Problem {
-            key: path.to_string(),
-            message: format!("contains a control character (newline, NUL, tab, …): {value}"),
-            fix: "remove the control characters; every value must fit on one line".into(),
-        }),
+        Value::String(s) if bad(s) => {
+            let message = format!("contains a control character (newline, NUL, tab, …): {value}");
+            out.push(Problem::new(path, message, CONTROL_FIX));
+        }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                control_characters(&format!("{path}[{i}]"), item, problems);
+                control_characters(&format!("{path}[{i}]"), item, out);
             }
         }
         Value::Object(map) => {
             for (k, v) in map {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
+                let key = child(path, k);
                 if bad(k) {
-                    problems.push(Problem {
-                        key: p.escape_debug().to_string(),
-                        message: "key contains a control character".into(),
-                        fix: "remove the control characters from the key".into(),
-                    });
+                    let message = "key contains a control character";
+                    let fix = "remove the control characters from the key";
+                    out.push(Problem::new(key.escape_debug().to_string(), message, fix));
                 }
-                control_characters(&p, v, problems);
+                control_characters(&key, v, out);
             }
         }
         _ => {}
     }
 }
 
-/// Whether `s` is a name php-fpm (and a metric label) takes: `[A-Za-z0-9_.-]+`.
-fn name_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+const CONTROL_FIX: &str = "remove the control characters; every value must fit on one line";
+
+/// Whether `s` is non-empty and only ASCII letters, digits and `extra`:
+/// [`NAME`] for what php-fpm (and a metric label) takes as a name.
+fn name_ok(s: &str, extra: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || extra.contains(c);
+    !s.is_empty() && s.chars().all(ok)
 }
+
+/// The characters besides letters and digits php-fpm takes in a pool or
+/// account name, and a metric in a label.
+const NAME: &str = "_.-";
