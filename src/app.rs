@@ -124,15 +124,15 @@ async fn run_async(
     let forwarder = forward_socket.map(|socket| {
         let token = root.child_token();
         let fwd = TaskTracker::new();
-        let run = crate::fcgi::run_forwarder(
-            shared.clone(),
-            state_rx.clone(),
-            paths.clone(),
-            lanes.clone(),
-            breaker.clone(),
+        let run = crate::fcgi::Forwarder {
+            config: shared.clone(),
+            state: state_rx.clone(),
+            paths: paths.clone(),
+            lanes: lanes.clone(),
+            breaker: breaker.clone(),
             socket,
-            token.clone(),
-        );
+        }
+        .run(token.clone());
         spawn_essential(&fwd, &root, "forward listener", run);
         (token, fwd)
     });

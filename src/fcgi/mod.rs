@@ -100,101 +100,106 @@ pub fn forward_threads(configured: u32) -> usize {
     if cpus <= 2 { 1 } else { (cpus - 1).min(8) }
 }
 
-/// Binds `forward.listen`, serves until `shutdown`, then stops accepting and
-/// returns once the requests in flight are done.
-///
-/// The forwarder runs on threads of its own ([`forward_threads`]), apart
-/// from the supervisor's work: one thread with a single-threaded runtime, or
-/// a work-stealing runtime with that many workers. (Not one single-threaded
-/// runtime per thread: pooled php-fpm connections move between requests of
-/// any thread, and a tokio socket belongs to the runtime that opened it.)
-pub async fn run_forwarder(
-    config: Arc<Config>,
-    state: watch::Receiver<PhpFpmState>,
-    paths: InternalPaths,
-    lanes: Arc<lanes::Lanes>,
-    breaker: breaker::SharedBreaker,
-    socket: listen::BoundSocket,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let threads = forward_threads(config.forward.threads);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("tqsup-forward".into())
-        .spawn(move || {
-            let rt = if threads == 1 {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-            } else {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(threads)
-                    .thread_name("tqsup-forward")
-                    .enable_all()
-                    .build()
-            };
-            let r = rt.map_err(anyhow::Error::from).and_then(|rt| {
-                rt.block_on(serve(
-                    config, state, paths, lanes, breaker, socket, shutdown,
-                ))
-            });
-            let _ = done_tx.send(r);
-        })?;
-    done_rx
-        .await
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("the forwarder thread panicked")))
+/// Everything the forwarder runs on: the config, the supervisor's view of
+/// php-fpm, the internal paths it never forwards, the lanes and breaker it
+/// shares with the admin endpoint, and its bound socket.
+pub struct Forwarder {
+    pub config: Arc<Config>,
+    pub state: watch::Receiver<PhpFpmState>,
+    pub paths: InternalPaths,
+    pub lanes: Arc<lanes::Lanes>,
+    pub breaker: breaker::SharedBreaker,
+    pub socket: listen::BoundSocket,
 }
 
-async fn serve(
-    config: Arc<Config>,
-    state: watch::Receiver<PhpFpmState>,
-    paths: InternalPaths,
-    lanes: Arc<lanes::Lanes>,
-    breaker: breaker::SharedBreaker,
-    socket: listen::BoundSocket,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let php = &config.php_fpm;
-    let fwd = &config.forward;
-    let pool = UpstreamPool::with_breaker(
-        state.clone(),
-        PoolSettings {
-            connect_timeout: php.connect_timeout,
-            idle_lifetime: idle_lifetime(&config),
-            failure_threshold: fwd.health.failure_threshold,
-            open: fwd.health.open,
-        },
-        lanes,
-        breaker,
-    );
-    let ctx = Ctx {
-        pool: pool.clone(),
-        paths: paths.clone(),
-        limits: Limits {
-            access: Arc::new(access::AccessLog::from_config(&config)?),
-            queue: fwd.queue_timeout,
-            request: php.request_timeout,
-            read: php.read_timeout,
-            write: php.write_timeout,
-        },
-        retry_idempotent: fwd.retry_idempotent,
-        max_connections: fwd.max_connections,
-        clients: ClientLimits::from_config(fwd),
-        tracker: TaskTracker::new(),
-    };
-    let listener = ForwardListener::from_bound(socket, ctx)?;
-    let background = CancellationToken::new();
-    let maintain = tokio::spawn(pool.clone().maintain(background.clone()));
-    let health = tokio::spawn(health::run(
-        pool,
-        state,
-        paths.ping.clone(),
-        fwd.health.clone(),
-        background.clone(),
-    ));
-    listener.serve(shutdown).await;
-    background.cancel();
-    let _ = maintain.await;
-    let _ = health.await;
-    Ok(())
+impl Forwarder {
+    /// Serves until `shutdown`, then stops accepting and returns once the
+    /// requests in flight are done.
+    ///
+    /// The forwarder runs on threads of its own ([`forward_threads`]), apart
+    /// from the supervisor's work: one thread with a single-threaded
+    /// runtime, or a work-stealing runtime with that many workers. (Not one
+    /// single-threaded runtime per thread: pooled php-fpm connections move
+    /// between requests of any thread, and a tokio socket belongs to the
+    /// runtime that opened it.)
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let threads = forward_threads(self.config.forward.threads);
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("tqsup-forward".into())
+            .spawn(move || {
+                let rt = if threads == 1 {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                } else {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(threads)
+                        .thread_name("tqsup-forward")
+                        .enable_all()
+                        .build()
+                };
+                let r = rt
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rt| rt.block_on(self.serve(shutdown)));
+                let _ = done_tx.send(r);
+            })?;
+        done_rx
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the forwarder thread panicked")))
+    }
+
+    async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Forwarder {
+            config,
+            state,
+            paths,
+            lanes,
+            breaker,
+            socket,
+        } = self;
+        let php = &config.php_fpm;
+        let fwd = &config.forward;
+        let pool = UpstreamPool::with_breaker(
+            state.clone(),
+            PoolSettings {
+                connect_timeout: php.connect_timeout,
+                idle_lifetime: idle_lifetime(&config),
+                failure_threshold: fwd.health.failure_threshold,
+                open: fwd.health.open,
+            },
+            lanes,
+            breaker,
+        );
+        let ctx = Ctx {
+            pool: pool.clone(),
+            paths: paths.clone(),
+            limits: Limits {
+                access: Arc::new(access::AccessLog::from_config(&config)?),
+                queue: fwd.queue_timeout,
+                request: php.request_timeout,
+                read: php.read_timeout,
+                write: php.write_timeout,
+            },
+            retry_idempotent: fwd.retry_idempotent,
+            max_connections: fwd.max_connections,
+            clients: ClientLimits::from_config(fwd),
+            tracker: TaskTracker::new(),
+        };
+        let listener = ForwardListener::from_bound(socket, ctx)?;
+        let background = CancellationToken::new();
+        let maintain = tokio::spawn(pool.clone().maintain(background.clone()));
+        let health = tokio::spawn(health::run(
+            pool,
+            state,
+            paths.ping.clone(),
+            fwd.health.clone(),
+            background.clone(),
+        ));
+        listener.serve(shutdown).await;
+        background.cancel();
+        let _ = maintain.await;
+        let _ = health.await;
+        Ok(())
+    }
 }
