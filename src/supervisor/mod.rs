@@ -1,8 +1,8 @@
 //! The supervisor task: performs what the state machine (`state.rs`)
 //! decides. It launches php-fpm (`child.rs`), waits for its ping, probes its
-//! liveness on php-fpm's status pool, restarts it with backoff, reloads it
-//! on request (one reload at a time; requests during one coalesce into one
-//! more), publishes [`PhpFpmState`] and talks to systemd.
+//! liveness on php-fpm's status pool, restarts it with backoff, runs the
+//! reloads the state machine starts (`reload.rs`), publishes
+//! [`PhpFpmState`] and talks to systemd.
 //!
 //! When tqsup owns php-fpm's endpoint (forwarding on, socket in the runtime
 //! dir), every php-fpm instance gets sockets of its own: a reload starts the
@@ -116,11 +116,12 @@ pub struct Supervisor {
     generation: u64,
     /// READY=1 has been sent to systemd.
     notified_ready: bool,
-    /// The reload in progress, if any.
+    /// The reload step in progress, if any (the state machine's
+    /// `state.reload.step` says which).
     reload: Option<BoxFuture<ReloadDone>>,
-    /// Reload requests that arrived during a reload or a start: one more
-    /// reload afterwards, whatever their number.
-    reload_pending: Option<String>,
+    /// What a reload prepared, held while the state machine decides on
+    /// its kind and the actions that follow take it.
+    prepared: Option<ReloadDone>,
     /// Old php-fpm instances finishing their requests before they stop.
     retiring: TaskTracker,
     /// Twice a second: tqsup's look at its children (`recycle.rs`).
@@ -159,7 +160,7 @@ impl Supervisor {
             generation: 0,
             notified_ready: false,
             reload: None,
-            reload_pending: None,
+            prepared: None,
             retiring: TaskTracker::new(),
             recycle: tokio::time::interval(Duration::from_millis(500)),
         })
@@ -201,19 +202,10 @@ impl Supervisor {
                     }
                 }
             }
-            if self.reload.is_none()
-                && matches!(self.state.phase, Phase::Running { .. })
-                && let Some(reason) = self.reload_pending.take()
-            {
-                self.start_reload(reason);
-            }
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled(), if !stop_seen => {
                     stop_seen = true;
-                    // A reload in flight is abandoned (its php-fpm killed).
-                    self.reload = None;
-                    self.reload_pending = None;
                     events.push_back(Event::Stop);
                 }
                 _ = wait_child(&mut self.child) => {
@@ -222,7 +214,7 @@ impl Supervisor {
                 }
                 done = maybe(&mut self.reload) => {
                     self.reload = None;
-                    self.reload_done(done, &mut events);
+                    events.push_back(self.reload_event(done));
                 }
                 ok = maybe(&mut self.ready) => {
                     self.ready = None;
@@ -246,7 +238,7 @@ impl Supervisor {
                 }
                 control = self.controls.recv(), if controls_open => match control {
                     None => controls_open = false,
-                    Some(Control::Reload { reason }) => self.request_reload(reason),
+                    Some(Control::Reload { reason }) => events.push_back(Event::ReloadRequested { reason }),
                     Some(Control::Restart { reason }) => events.push_back(Event::Restart { reason }),
                     Some(Control::ReopenLogs) => {
                         if let Some(c) = &self.child {
@@ -371,6 +363,23 @@ impl Supervisor {
                 tracing::warn!(failures, threshold, error, "php-fpm liveness probe failed");
             }
             Action::Exit { code, message } => return Some(Outcome { code, message }),
+            Action::StartReload { reason } => self.start_reload(reason),
+            Action::DeferReload { reason } => tracing::info!(
+                reason,
+                "reload requested; it runs after the current reload or start"
+            ),
+            Action::IgnoreReload { reason } => {
+                tracing::info!(reason, "reload requested while stopping; dropped")
+            }
+            // A php-fpm the reload started beside is killed on drop.
+            Action::AbandonReload => self.reload = None,
+            Action::LogRefusal => self.log_prepared_refusal(),
+            Action::SwitchToNew => self.switch_to_new(),
+            Action::DiscardNew => self.prepared = None,
+            Action::KeepForNextStart => self.keep_for_next_start(),
+            Action::SignalUsr2 => self.signal_usr2(),
+            Action::CountReload { ok } => metrics::global().reload(ok),
+            Action::ReloadEnded => sd(&[NotifyState::Ready]),
         }
         None
     }

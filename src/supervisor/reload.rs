@@ -10,15 +10,13 @@ use anyhow::Context as _;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use sd_notify::NotifyState;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::backoff::Backoff;
 use super::child::PhpFpm;
-use super::metrics;
-use super::state::{Event, Phase, Policy};
-use super::{liveness_interval, retire, sd, sd_reloading, wait_ready};
+use super::state::{Event, Policy, Prepared};
+use super::{liveness_interval, retire, sd_reloading, wait_ready};
 use crate::config::Endpoint;
 use crate::config::{self, Config, ConfigError};
 
@@ -222,36 +220,21 @@ pub fn log_refusal(err: &anyhow::Error) {
     tracing::error!("reload refused; php-fpm keeps serving the previous config: {err:#}");
 }
 
-/// The supervisor's side of a reload: one at a time, requests during one
-/// (or during a start) coalesce into one more, and the result is applied
-/// to the running php-fpm.
+/// The supervisor's side of a reload: it performs what the state machine
+/// decided (`state/reload.rs`), running the reload and holding what it
+/// prepared until the actions that follow take it.
 impl super::Supervisor {
-    /// A reload request: started now, or after the reload or start in
-    /// progress (any number of requests meanwhile make one more reload).
-    pub(super) fn request_reload(&mut self, reason: String) {
-        if self.reload.is_some() || !matches!(self.state.phase, Phase::Running { .. }) {
-            tracing::info!(
-                reason,
-                "reload requested; it runs after the current reload or start"
-            );
-            self.reload_pending = Some(reason);
-            return;
-        }
-        self.start_reload(reason);
-    }
-
     /// Validate, then apply (DESIGN §6): the new config is rendered and
-    /// tested aside; then either a new php-fpm starts beside the running
-    /// one, or the running one gets SIGUSR2.
+    /// tested aside; then (when tqsup owns the endpoint) a new php-fpm
+    /// starts beside the running one. Ends in a [`ReloadDone`].
     pub(super) fn start_reload(&mut self, reason: String) {
         tracing::info!(reason, "reloading the configuration");
         sd_reloading();
         let Some(path) = self.setup.generation.config.source.clone() else {
-            tracing::error!(
-                "reload refused: tqsup runs on its built-in default config; there is no file to re-read"
+            let e = anyhow::anyhow!(
+                "tqsup runs on its built-in default config; there is no file to re-read"
             );
-            metrics::global().reload(false);
-            sd(&[NotifyState::Ready]);
+            self.reload = Some(Box::pin(std::future::ready(ReloadDone::Refused(e))));
             return;
         };
         let ctx = ReloadCtx {
@@ -265,92 +248,97 @@ impl super::Supervisor {
         self.reload = Some(Box::pin(run(ctx)));
     }
 
-    /// What a finished reload step means for the running php-fpm.
-    pub(super) fn reload_done(
-        &mut self,
-        done: ReloadDone,
-        events: &mut std::collections::VecDeque<Event>,
-    ) {
-        let running = matches!(self.state.phase, Phase::Running { .. }) && self.child.is_some();
-        match done {
-            ReloadDone::Refused(e) => {
-                log_refusal(&e);
-                metrics::global().reload(false);
-            }
-            ReloadDone::Beside { .. } if !running => {
-                // php-fpm went down meanwhile: its restart comes first, then
-                // the reload once more (the new php-fpm is killed on drop).
-                self.reload_pending = Some("a reload interrupted by a restart".into());
-            }
-            ReloadDone::Beside {
-                generation,
-                child,
-                instance,
-            } => {
-                let old_child = self.child.replace(*child);
-                let old_files = std::mem::replace(&mut self.setup.generation, *generation).files;
-                self.instance = instance;
-                self.apply_settings();
-                let old_backend = self.backend.take();
-                self.publish_ready();
-                let grace = self.setup.generation.config.supervisor.stop_timeout;
-                if let Some(old) = old_child {
-                    self.retiring.spawn(retire::replaced(
-                        old,
-                        old_backend,
-                        old_files,
-                        grace,
-                        self.stop.clone(),
-                    ));
-                }
-                metrics::global().reload(true);
-                tracing::info!("php-fpm reloaded");
-            }
-            ReloadDone::Signal { generation } | ReloadDone::Restart { generation, .. }
-                if !running =>
-            {
+    /// A finished reload step as the state machine's event; what it
+    /// prepared is held for the actions that follow.
+    pub(super) fn reload_event(&mut self, done: ReloadDone) -> Event {
+        let kind = match &done {
+            ReloadDone::Refused(_) => Prepared::Refused,
+            ReloadDone::Beside { .. } => Prepared::Beside,
+            ReloadDone::Signal { .. } => Prepared::Signal,
+            ReloadDone::Restart { why, .. } => Prepared::Restart { why: why.clone() },
+            ReloadDone::Signaled(ok) => return Event::Reloaded { ok: *ok },
+        };
+        self.prepared = Some(done);
+        Event::ReloadPrepared(kind)
+    }
+
+    /// Logs why the prepared reload was refused.
+    pub(super) fn log_prepared_refusal(&mut self) {
+        match self.prepared.take() {
+            Some(ReloadDone::Refused(e)) => log_refusal(&e),
+            _ => unexpected("LogRefusal"),
+        }
+    }
+
+    /// The php-fpm started beside becomes the running one, published
+    /// ready; the old one finishes its requests, then stops (`retire.rs`).
+    pub(super) fn switch_to_new(&mut self) {
+        let Some(ReloadDone::Beside {
+            generation,
+            child,
+            instance,
+        }) = self.prepared.take()
+        else {
+            return unexpected("SwitchToNew");
+        };
+        let old_child = self.child.replace(*child);
+        let old_files = std::mem::replace(&mut self.setup.generation, *generation).files;
+        self.instance = instance;
+        self.apply_settings();
+        let old_backend = self.backend.take();
+        self.publish_ready();
+        let grace = self.setup.generation.config.supervisor.stop_timeout;
+        if let Some(old) = old_child {
+            self.retiring.spawn(retire::replaced(
+                old,
+                old_backend,
+                old_files,
+                grace,
+                self.stop.clone(),
+            ));
+        }
+        tracing::info!("php-fpm reloaded");
+    }
+
+    /// Takes in the prepared generation (its files are written where
+    /// php-fpm reads them): the next start uses it.
+    pub(super) fn keep_for_next_start(&mut self) {
+        match self.prepared.take() {
+            Some(ReloadDone::Signal { generation } | ReloadDone::Restart { generation, .. }) => {
                 self.setup.generation = *generation;
                 self.apply_settings();
-                metrics::global().reload(true);
                 tracing::info!("new config written; php-fpm will start with it");
             }
-            ReloadDone::Signal { generation } => {
-                self.setup.generation = *generation;
-                self.apply_settings();
-                // Idle pooled connections pin children until
-                // process_control_timeout: close them first (publishing a
-                // non-ready state retires the backend).
-                self.publish(PhpFpmState::Starting);
-                self.backend = None;
-                let child = self.child.as_ref().expect("running");
-                tracing::info!(
-                    pid = child.pid(),
-                    "new config tested; sending SIGUSR2 to php-fpm"
-                );
-                let notices = child.logs().ready_notices();
-                child.signal(Signal::SIGUSR2);
-                let g = &self.setup.generation;
-                let within = g.config.supervisor.ready_timeout;
-                let (endpoint, ping) = (g.files.status.clone(), self.setup.paths.ping.clone());
-                self.reload = Some(Box::pin(async move {
-                    ReloadDone::Signaled(await_reloaded(notices, endpoint, ping, within).await)
-                }));
-                return;
-            }
-            ReloadDone::Signaled(ok) => {
-                metrics::global().reload(ok);
-                if running {
-                    self.publish_ready();
-                }
-            }
-            ReloadDone::Restart { generation, why } => {
-                self.setup.generation = *generation;
-                self.apply_settings();
-                metrics::global().reload(true);
-                events.push_back(Event::Restart { reason: why });
-            }
+            _ => unexpected("KeepForNextStart"),
         }
-        sd(&[NotifyState::Ready]);
+    }
+
+    /// Takes in the prepared generation and has the running php-fpm reload
+    /// it (SIGUSR2); then waits for it to answer again (→ `Signaled`).
+    pub(super) fn signal_usr2(&mut self) {
+        let Some(ReloadDone::Signal { generation }) = self.prepared.take() else {
+            return unexpected("SignalUsr2");
+        };
+        self.setup.generation = *generation;
+        self.apply_settings();
+        // Idle pooled connections pin children until
+        // process_control_timeout: close them first (publishing a
+        // non-ready state retires the backend).
+        self.publish(PhpFpmState::Starting);
+        self.backend = None;
+        let child = self.child.as_ref().expect("running");
+        tracing::info!(
+            pid = child.pid(),
+            "new config tested; sending SIGUSR2 to php-fpm"
+        );
+        let notices = child.logs().ready_notices();
+        child.signal(Signal::SIGUSR2);
+        let g = &self.setup.generation;
+        let within = g.config.supervisor.ready_timeout;
+        let (endpoint, ping) = (g.files.status.clone(), self.setup.paths.ping.clone());
+        self.reload = Some(Box::pin(async move {
+            ReloadDone::Signaled(await_reloaded(notices, endpoint, ping, within).await)
+        }));
     }
 
     /// Takes in the settings of a reloaded config that apply without a
@@ -387,6 +375,15 @@ async fn await_reloaded(
         );
     }
     ok
+}
+
+/// An action found no prepared payload of the kind the state machine was
+/// told of: a bug in the task, logged rather than fatal.
+fn unexpected(action: &str) {
+    tracing::error!(
+        action,
+        "bug: no prepared reload of the kind this action takes"
+    );
 }
 
 #[cfg(test)]

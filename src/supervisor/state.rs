@@ -1,7 +1,9 @@
 //! The supervisor as a pure state machine: phases, the events that move
 //! between them, and the actions the task performs. No I/O and no clock:
 //! [`next`] is told when each event happened, so every transition is tested
-//! table by table.
+//! table by table. The reload rules are in `state/reload.rs`.
+
+mod reload;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::config::RestartPolicy;
 use crate::exit;
+pub use reload::{Prepared, Reload, Step};
 
 /// Where php-fpm is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +50,8 @@ pub struct State {
     pub restarts: VecDeque<Instant>,
     /// Consecutive failed liveness probes of the running php-fpm.
     pub probe_failures: u32,
+    /// The reload in progress and the one pending.
+    pub reload: Reload,
 }
 
 impl Default for State {
@@ -56,6 +61,7 @@ impl Default for State {
             attempt: 0,
             restarts: VecDeque::new(),
             probe_failures: 0,
+            reload: Reload::default(),
         }
     }
 }
@@ -111,10 +117,18 @@ pub enum Event {
     Exited { exit: ExitKind },
     /// The backoff delay is over.
     BackoffElapsed,
-    /// Restart php-fpm on purpose (Control::Restart, a changed listen address).
+    /// Restart php-fpm on purpose (Control::Restart; a reload that changed
+    /// php-fpm's address or command line).
     Restart { reason: String },
     /// tqsup is stopping.
     Stop,
+    /// A reload was asked for (SIGHUP, a dev hook or watch).
+    ReloadRequested { reason: String },
+    /// The reload's preparation ended (the task holds what it prepared).
+    ReloadPrepared(Prepared),
+    /// After SIGUSR2: php-fpm answered its ping again (`ok`), or not in
+    /// time.
+    Reloaded { ok: bool },
 }
 
 /// Something the task must do, in order.
@@ -146,6 +160,33 @@ pub enum Action {
     },
     /// The supervisor is done: tqsup exits with this code.
     Exit { code: u8, message: Option<String> },
+    /// Start a reload: RELOADING=1, validate the new config aside (and,
+    /// beside, start the new php-fpm), then ReloadPrepared.
+    StartReload { reason: String },
+    /// Log that a reload request waits for the reload or start in progress.
+    DeferReload { reason: String },
+    /// Log that a reload request came during a stop and is dropped.
+    IgnoreReload { reason: String },
+    /// Drop the reload in progress (a php-fpm it started is killed).
+    AbandonReload,
+    /// Log why the prepared reload was refused (every problem).
+    LogRefusal,
+    /// Switch to the php-fpm prepared beside: it becomes the running one
+    /// and is published ready; the old one is retired.
+    SwitchToNew,
+    /// Drop what was prepared (a php-fpm started beside is stopped).
+    DiscardNew,
+    /// Take in the prepared generation (its files are written): the next
+    /// start of php-fpm uses it.
+    KeepForNextStart,
+    /// Take in the prepared generation, close the idle pooled connections
+    /// (publish `Starting`), send php-fpm SIGUSR2, and wait for it to
+    /// answer again (→ Reloaded).
+    SignalUsr2,
+    /// Count a reload as applied or failed (the reloads metric).
+    CountReload { ok: bool },
+    /// The reload is over: READY=1 (after RELOADING=1) to systemd.
+    ReloadEnded,
 }
 
 /// The restart policy, from `supervisor.*`.
@@ -176,12 +217,36 @@ impl Policy {
 /// The transition function: the next state and the actions to perform.
 /// `now` is when the event happened (the restart window counts from it).
 pub fn next(policy: &Policy, state: State, event: Event, now: Instant) -> (State, Vec<Action>) {
+    let mut s = state;
+    // Finished is final.
+    if matches!(s.phase, Phase::Done { .. }) {
+        return (s, vec![]);
+    }
+    let (mut actions, event) = match event {
+        Event::ReloadRequested { reason } => {
+            (reload::requested(&mut s.reload, &s.phase, reason), None)
+        }
+        Event::ReloadPrepared(p) => reload::prepared(&mut s.reload, &s.phase, p),
+        Event::Reloaded { ok } => (reload::reloaded(&mut s.reload, &s.phase, ok), None),
+        Event::Stop => (reload::stopped(&mut s.reload), Some(Event::Stop)),
+        event => (vec![], Some(event)),
+    };
+    if let Some(event) = event {
+        let (ns, mut more) = transition(policy, s, event, now);
+        s = ns;
+        actions.append(&mut more);
+    }
+    actions.extend(reload::start_pending(&mut s.reload, &s.phase));
+    (s, actions)
+}
+
+/// The lifecycle of php-fpm: start, ready, probes, exits, restarts, stop.
+fn transition(policy: &Policy, state: State, event: Event, now: Instant) -> (State, Vec<Action>) {
     use Action as A;
     use Phase as P;
     let mut s = state;
     let phase = std::mem::replace(&mut s.phase, P::Idle);
     let (phase, actions) = match (phase, event) {
-        // Finished is final.
         (done @ P::Done { .. }, _) => (done, vec![]),
 
         (P::Idle, Event::Start) => (P::Starting, vec![A::Spawn, A::AwaitReady]),
