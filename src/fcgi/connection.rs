@@ -16,8 +16,13 @@
 //! being read.
 
 mod body;
+mod down;
 mod head;
+mod management;
 mod requests;
+mod timeouts;
+
+pub use down::{Abort, Down};
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,7 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, HEADER_LEN};
-use super::exchange::{self, Abort, Down, Job, Stdin, error_response};
+use super::exchange::{self, Job, Stdin, error_response};
 use super::listener::{Charge, Ctx};
 use super::metrics::{self, ForwardError};
 use super::slots::ConnSlot;
@@ -378,63 +383,6 @@ impl Conn {
         }
     }
 
-    /// Backpressure on or off; body timeouts restart when reading resumes.
-    fn set_reading(&mut self, reading: bool) {
-        if reading && self.paused {
-            let now = Instant::now();
-            for s in &mut self.slots {
-                if let Phase::Running { body, .. } = &mut s.phase {
-                    body.last_input = now;
-                }
-            }
-        }
-        self.paused = !reading;
-    }
-
-    fn next_deadline(&self, reading: bool) -> Option<Instant> {
-        let t = self.ctx.clients.stdin_timeout;
-        self.slots
-            .iter()
-            .filter_map(|s| s.deadline(t, reading))
-            .chain(self.first_begin_by)
-            .chain(self.partial_by)
-            .min()
-    }
-
-    /// Acts on every timeout due at `now`; false: close the connection.
-    fn expire(&mut self, now: Instant, reading: bool) -> bool {
-        if self.first_begin_by.is_some_and(|t| t <= now) {
-            tracing::info!("closing a FastCGI client connection that sent no request in time");
-            return false;
-        }
-        if self.partial_by.is_some_and(|t| t <= now) {
-            tracing::info!("closing a FastCGI client connection that stopped mid-record");
-            return false;
-        }
-        let t = self.ctx.clients.stdin_timeout;
-        for idx in (0..self.slots.len()).rev() {
-            if self.slots[idx].deadline(t, reading).is_none_or(|d| d > now) {
-                continue;
-            }
-            let s = &mut self.slots[idx];
-            match &mut s.phase {
-                Phase::Params { .. } => {
-                    tracing::warn!(request_id = s.id, "client too slow sending PARAMS");
-                    self.answer(idx, 408);
-                }
-                Phase::AwaitStdin { .. } => {
-                    tracing::warn!(request_id = s.id, "client never ended its empty STDIN");
-                    self.answer(idx, 408);
-                }
-                Phase::Running { body, .. } => {
-                    tracing::warn!(request_id = s.id, "client stopped sending the request body");
-                    body.give_up(408);
-                }
-            }
-        }
-        true
-    }
-
     /// The client shut its sending side: requests it has not finished
     /// sending can never finish and are dropped; the others are answered.
     fn client_done_sending(&mut self) {
@@ -490,45 +438,6 @@ impl Conn {
             };
             buf.advance(n);
             r?;
-        }
-    }
-
-    fn management(&mut self, kind: u8, content: &[u8]) -> Result<(), ProtocolError> {
-        match kind {
-            codec::GET_VALUES => {
-                // Each known name answered once, whatever the query repeats:
-                // the answer always fits one record.
-                let mut want = [false; 3];
-                for p in codec::pairs(content) {
-                    let (name, _) = p.map_err(|e| ProtocolError(e.to_string()))?;
-                    match name {
-                        b"FCGI_MAX_CONNS" => want[0] = true,
-                        b"FCGI_MAX_REQS" => want[1] = true,
-                        b"FCGI_MPXS_CONNS" => want[2] = true,
-                        _ => {}
-                    }
-                }
-                let values = [
-                    (&b"FCGI_MAX_CONNS"[..], self.ctx.max_connections.to_string()),
-                    (b"FCGI_MAX_REQS", MAX_REQUESTS_PER_CONN.to_string()),
-                    (b"FCGI_MPXS_CONNS", "1".to_string()),
-                ];
-                let mut res = BytesMut::new();
-                for ((name, value), wanted) in values.iter().zip(want) {
-                    if wanted {
-                        codec::put_pair(&mut res, name, value.as_bytes());
-                    }
-                }
-                codec::encode(&mut self.out, codec::GET_VALUES_RESULT, 0, &res);
-                Ok(())
-            }
-            codec::BEGIN_REQUEST..=codec::DATA => {
-                perr(format!("record type {kind} on request id 0"))
-            }
-            _ => {
-                codec::encode_unknown_type(&mut self.out, kind);
-                Ok(())
-            }
         }
     }
 }

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connection;
-use super::exchange::{Down, Limits};
+use super::connection::Down;
+use super::exchange::Limits;
 use super::listen::{BoundSocket, Listener};
 use super::pool::UpstreamPool;
 use super::slots::ConnSlots;

@@ -16,18 +16,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use super::backend::Backend;
-use super::backend::{BusyGuard, Held, Holder, Idle};
+use super::backend::Idle;
 use super::breaker::{Breaker, SharedBreaker};
-use super::io::Stream;
-use super::lanes::{LaneGate, LanePermit, Lanes};
-use super::metrics::{self, GaugeGuard};
+use super::lanes::{LaneGate, Lanes};
+use super::metrics;
 use super::upstream::PhpFpmState;
-use crate::config::Endpoint;
+pub use lease::Lease;
+use lease::connect;
 
 /// The pool's fixed settings.
 #[derive(Debug, Clone)]
@@ -64,113 +64,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct UpstreamPool {
     inner: Arc<Inner>,
-}
-
-/// One connection lent to one request. Dropping it closes the connection;
-/// [`Lease::release`] gives it back.
-pub struct Lease {
-    backend: Arc<Backend>,
-    _permit: OwnedSemaphorePermit,
-    /// Counts the lease in the backend's requests in flight.
-    _busy: BusyGuard,
-    conn: Stream,
-    /// The php-fpm child holding the other end, when tqsup recycles.
-    held: Option<Held>,
-    /// The response read buffer (empty when lent).
-    pub buf: BytesMut,
-    /// Whether the connection was pooled (so it may have died while idle).
-    pub reused: bool,
-    /// Requests php-fpm completed on this connection before this one.
-    served: u32,
-    /// Counts the connection in `upstream_connections_open`.
-    open: GaugeGuard,
-    /// Counts it in `upstream_connections_busy`.
-    _busy_gauge: GaugeGuard,
-    /// The room this request holds in its lane, if it has one.
-    lane: Option<LanePermit>,
-}
-
-impl Lease {
-    pub fn stream(&self) -> &Stream {
-        &self.conn
-    }
-
-    /// Moves the lane room to another lease (a replay's).
-    pub fn take_lane(&mut self) -> Option<LanePermit> {
-        self.lane.take()
-    }
-
-    pub fn set_lane(&mut self, lane: Option<LanePermit>) {
-        self.lane = lane;
-    }
-
-    /// The php-fpm instance this connection goes to.
-    pub fn backend(&self) -> &Arc<Backend> {
-        &self.backend
-    }
-
-    /// The connection and its read buffer, borrowed together.
-    pub fn parts(&mut self) -> (&Stream, &mut BytesMut) {
-        (&self.conn, &mut self.buf)
-    }
-
-    /// Replaces a connection found dead by a fresh one to the same php-fpm
-    /// (for a replay), keeping this lease's place in the pool.
-    pub async fn reconnect(&mut self, timeout: Duration) -> io::Result<()> {
-        // Which child takes it is learnt when it is first given back.
-        self.conn = connect(&self.backend.endpoint, timeout).await?;
-        self.held = None;
-        self.buf.clear();
-        self.reused = false;
-        self.served = 0;
-        Ok(())
-    }
-
-    /// Returns a connection whose last exchange ended cleanly (php-fpm sent
-    /// END_REQUEST and nothing after it).
-    ///
-    /// When tqsup recycles children, a connection is pooled only once it is
-    /// known which child holds it, learnt here at its first return: by now
-    /// a child has accepted it and served a request (at connect time it may
-    /// still wait in the listen backlog). One that cannot be placed, or
-    /// whose child is being recycled, is closed instead.
-    pub fn release(mut self) {
-        if self.held.is_none() && self.backend.children().is_some() {
-            match self.backend.identify(&self.conn) {
-                Holder::Child(h) => self.held = Some(h),
-                Holder::Recycling | Holder::Unknown => return,
-            }
-        }
-        let served = self.served.saturating_add(1);
-        let b = &self.backend;
-        if b.is_retired()
-            || !self.buf.is_empty()
-            || (b.max_requests > 0 && served >= b.max_requests)
-            || !b.lendable(&self.held)
-        {
-            // php-fpm closes a child's connection after its max_requests:
-            // never lend one that is about to be shut.
-            return;
-        }
-        let backend = self.backend.clone();
-        let mut idle = backend.idle.lock().unwrap();
-        idle.push(Idle {
-            conn: self.conn,
-            held: self.held,
-            buf: self.buf,
-            since: Instant::now(),
-            served,
-            open: self.open,
-            _idle: metrics::global().hold(|m| &m.upstream_idle),
-        });
-    }
-}
-
-async fn connect(endpoint: &Endpoint, timeout: Duration) -> io::Result<Stream> {
-    match tokio::time::timeout(timeout, Stream::connect(endpoint)).await {
-        Ok(r) => r,
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
-    }
 }
 
 /// A full listen backlog: php-fpm is busy, not broken.
@@ -502,6 +395,8 @@ fn take_idle(backend: &Backend, lifetime: Option<Duration>) -> Option<Idle> {
 fn expired(i: &Idle, lifetime: Option<Duration>, now: Instant) -> bool {
     lifetime.is_some_and(|l| now.duration_since(i.since) >= l)
 }
+
+mod lease;
 
 #[cfg(test)]
 #[path = "pool_tests.rs"]

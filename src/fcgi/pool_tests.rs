@@ -6,6 +6,7 @@
 //! whenever every task waits).
 
 use super::*;
+use crate::config::Endpoint;
 use std::path::PathBuf;
 
 use tokio::net::UnixListener;

@@ -6,11 +6,12 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::Abort;
 use super::body::Body;
 use super::head::{self, Head, Over};
 use super::{Conn, MAX_REQUESTS_PER_CONN, Phase, ProtocolError, STDIN_END, Slot, perr};
 use crate::fcgi::codec::{self, HEADER_LEN};
-use crate::fcgi::exchange::{self, Abort, Job, StdinMsg};
+use crate::fcgi::exchange::{self, Job, StdinMsg};
 use crate::fcgi::listener::Charge;
 use crate::fcgi::metrics::{self, ForwardError};
 
