@@ -13,12 +13,13 @@
 //! request in flight or unread bytes is never closed this way.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
+use futures_util::task::AtomicWaker;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// How long a full listener waits for a slot before it asks another idle
@@ -31,17 +32,20 @@ pub struct ConnSlots {
     /// Open connections by number, for finding the one idle longest.
     open: Mutex<HashMap<u64, Arc<Presence>>>,
     next: AtomicU64,
-    /// Idle times are milliseconds since this instant.
-    epoch: Instant,
+    /// Counts connections going idle: the order in which they did (no
+    /// clock read on the request path).
+    went_idle: AtomicU64,
 }
 
 /// One connection as the slots see it.
 pub struct Presence {
-    /// When the connection last became idle, in ms since the slots' epoch
-    /// plus one; 0 while it has a request or unread bytes.
+    /// When the connection last became idle, as a [`ConnSlots::went_idle`]
+    /// count (plus one); 0 while it has a request or unread bytes.
     idle_since: AtomicU64,
-    /// The listener asks the connection to close if it is still idle.
-    evict: Notify,
+    /// Set by the listener: close if still idle.
+    evict: AtomicBool,
+    /// The connection's task while it is idle (woken for `evict`).
+    waker: AtomicWaker,
 }
 
 /// A connection's slot, given back (and the connection forgotten) on drop.
@@ -58,7 +62,7 @@ impl ConnSlots {
             permits: Arc::new(Semaphore::new(max.max(1))),
             open: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
-            epoch: Instant::now(),
+            went_idle: AtomicU64::new(0),
         })
     }
 
@@ -84,7 +88,8 @@ impl ConnSlots {
         let number = self.next.fetch_add(1, Ordering::Relaxed);
         let presence = Arc::new(Presence {
             idle_since: AtomicU64::new(0),
-            evict: Notify::new(),
+            evict: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
         });
         self.open.lock().unwrap().insert(number, presence.clone());
         Some(ConnSlot {
@@ -104,15 +109,12 @@ impl ConnSlots {
             .min_by_key(|p| p.idle_since.load(Ordering::Relaxed));
         match oldest {
             Some(p) => {
-                p.evict.notify_one();
+                p.evict.store(true, Ordering::Release);
+                p.waker.wake();
                 true
             }
             None => false,
         }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
     }
 }
 
@@ -120,21 +122,30 @@ impl ConnSlot {
     /// The connection has no request and no unread bytes (`true`), or has
     /// (`false`). Called when that changes.
     pub fn set_idle(&self, idle: bool) {
-        let v = if idle { self.slots.now_ms() } else { 0 };
+        let v = if idle {
+            self.slots.went_idle.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            0
+        };
         self.presence.idle_since.store(v, Ordering::Relaxed);
     }
 
-    /// Resolves when the listener needs this (idle) connection's slot.
-    /// Only awaited while idle; a request for room that comes while the
-    /// connection is busy is remembered, and honoured later only if the
-    /// listener is still full.
-    pub async fn evicted(&self) {
-        loop {
-            self.presence.evict.notified().await;
-            if self.slots.full() {
-                return;
-            }
+    /// Ready when the listener needs this (idle) connection's slot. Polled
+    /// only while idle: a request for room that came while the connection
+    /// was busy is honoured later only if the listener is still full.
+    pub fn poll_evicted(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let p = &self.presence;
+        p.waker.register(cx.waker());
+        if p.evict.swap(false, Ordering::Acquire) && self.slots.full() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
+    }
+
+    /// [`poll_evicted`](Self::poll_evicted) as a future.
+    pub async fn evicted(&self) {
+        std::future::poll_fn(|cx| self.poll_evicted(cx)).await
     }
 }
 
@@ -199,7 +210,7 @@ mod tests {
         // there is room anyway.
         let b_slots = ConnSlots::new(2);
         let b = b_slots.acquire(&CancellationToken::new()).await.unwrap();
-        b.presence.evict.notify_one();
+        b.presence.evict.store(true, Ordering::Release);
         assert!(
             tokio::time::timeout(Duration::from_millis(10), b.evicted())
                 .await
