@@ -210,7 +210,7 @@ pub async fn serve(down: Arc<Down>, ctx: Arc<Ctx>, shutdown: CancellationToken, 
             conn.partial_by = Some(Instant::now() + conn.ctx.clients.params_timeout);
         }
         let winding_down = draining || !read_open;
-        if winding_down && conn.slots.is_empty() && inline.is_terminated() {
+        if winding_down && quiet {
             break;
         }
         let reading = read_open && conn.stdin_queued() < conn.ctx.clients.stdin_per_conn;
